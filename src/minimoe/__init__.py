@@ -1,0 +1,1 @@
+"""MiniMoE: distil language models into mixture-of-minimal-experts students."""
