@@ -1,1 +1,27 @@
-"""MiniMoE: distil language models into mixture-of-minimal-experts students."""
+"""MiniMoE: distil language models into mixture-of-minimal-experts students.
+
+Importing the package registers the model with transformers' Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from minimoe.errors import MiniMoEError
+from minimoe.modeling import (
+    MiniMoEConfig,
+    MiniMoEForSequenceClassification,
+    MiniMoEModel,
+    student_config_from_teacher,
+)
+
+AutoConfig.register("minimoe", MiniMoEConfig, exist_ok=True)
+AutoModel.register(MiniMoEConfig, MiniMoEModel, exist_ok=True)
+AutoModelForSequenceClassification.register(MiniMoEConfig, MiniMoEForSequenceClassification, exist_ok=True)
+
+__version__ = "0.1.0"
+__all__ = [
+    "MiniMoEConfig",
+    "MiniMoEError",
+    "MiniMoEForSequenceClassification",
+    "MiniMoEModel",
+    "student_config_from_teacher",
+]

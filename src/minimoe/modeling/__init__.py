@@ -1,0 +1,22 @@
+"""The MiniMoE model: config, encoder, mixture-of-minimal-experts FFN, heads, moefy."""
+
+from minimoe.modeling.config import MiniMoEConfig, student_config_from_teacher
+from minimoe.modeling.encoder import MiniMoEModel, MiniMoEModelOutput, MiniMoEPreTrainedModel
+from minimoe.modeling.heads import MiniMoEForSequenceClassification, MiniMoESequenceClassifierOutput
+from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
+from minimoe.modeling.moefy import expert_neurons, moefy, moefy_layer_
+
+__all__ = [
+    "MiniMoEConfig",
+    "MiniMoEForSequenceClassification",
+    "MiniMoEModel",
+    "MiniMoEModelOutput",
+    "MiniMoEPreTrainedModel",
+    "MiniMoESequenceClassifierOutput",
+    "MoEFeedForward",
+    "expert_neurons",
+    "load_balance_loss",
+    "moefy",
+    "moefy_layer_",
+    "student_config_from_teacher",
+]

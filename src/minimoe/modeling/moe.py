@@ -1,0 +1,91 @@
+"""The mixture-of-minimal-experts FFN: top-1 routing, dropless, sorted grouped dispatch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from minimoe.modeling.config import MiniMoEConfig
+
+
+class Router(nn.Linear):
+    """hidden -> E logits. Its own class so weight init can keep PyTorch's default (as the paper does)."""
+
+
+class MoEFeedForward(nn.Module):
+    """Post-LN BERT FFN made of E experts, each as wide as the dense FFN; top-1 routed.
+
+    y = LayerNorm(h + p_e * Dropout(W2_e act(W1_e h + b1_e) + b2_e)), e = argmax softmax(router(h)).
+    Expert weights are stacked ([E, out, in]) so moefy, conversion and dispatch index one tensor.
+    With E = 1 there is no router and the layer is numerically a standard BERT FFN.
+    """
+
+    def __init__(self, config: MiniMoEConfig):
+        super().__init__()
+        E, H, I = config.num_experts, config.hidden_size, config.intermediate_size
+        self.num_experts = E
+        self.router_noise = config.router_noise
+        self.router = Router(H, E) if E > 1 else None
+        self.w_in = nn.Parameter(torch.empty(E, I, H))
+        self.b_in = nn.Parameter(torch.empty(E, I))
+        self.w_out = nn.Parameter(torch.empty(E, H, I))
+        self.b_out = nn.Parameter(torch.empty(E, H))
+        self.act = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+
+    def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e on tokens x [n, H] -> [n, H]."""
+        return F.linear(self.act(F.linear(x, self.w_in[e], self.b_in[e])), self.w_out[e], self.b_out[e])
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router logits [N, E] (noisy in training), chosen expert [N] and its probability [N]."""
+        logits = self.router(x)  # [N, E]
+        if self.training and self.router_noise > 0:
+            logits = logits + torch.empty_like(logits).uniform_(-self.router_noise, self.router_noise)
+        gate, index = logits.float().softmax(dim=-1).max(dim=-1)  # [N], [N]
+        return logits, index, gate
+
+    def dispatch(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Run each token through its expert: sort by expert, one matmul pair per group, unsort.
+
+        x [N, H], index [N] -> [N, H]. The group sizes go to the host once per layer (free on CPU).
+        """
+        order = index.argsort(stable=True)  # [N]
+        counts = torch.bincount(index, minlength=self.num_experts).tolist()
+        groups = x.index_select(0, order).split(counts)  # E x [n_e, H]
+        y_sorted = torch.cat([self.expert(g, e) for e, g in enumerate(groups)])  # [N, H]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return y_sorted.index_select(0, inverse)  # [N, H]
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h [B, T, H] -> (output [B, T, H], router logits [B, T, E] or None when E = 1)."""
+        B, T, H = h.shape
+        x = h.reshape(B * T, H)  # [N, H]
+        if self.router is None:
+            return self.LayerNorm(h + self.dropout(self.expert(x, 0)).view(B, T, H)), None
+        logits, index, gate = self.route(x)
+        y = self.dropout(self.dispatch(x, index))  # [N, H]
+        y = y * gate.unsqueeze(-1).to(y.dtype)
+        return self.LayerNorm(h + y.view(B, T, H)), logits.view(B, T, -1)
+
+
+def load_balance_loss(router_logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Switch-Transformer balance loss of one layer: E * sum_i mean_t p_{t,i} * frac_t(argmax = i).
+
+    router_logits [B, T, E]; padding tokens (attention_mask = 0) are left out. Equals 1 when balanced.
+    """
+    E = router_logits.shape[-1]
+    probs = router_logits.float().softmax(dim=-1).reshape(-1, E)  # [N, E]
+    chosen = F.one_hot(probs.argmax(dim=-1), E).to(probs.dtype)  # [N, E]
+    if attention_mask is None:
+        weight = probs.new_ones(probs.shape[0])
+    else:
+        weight = attention_mask.reshape(-1).to(probs.dtype)  # [N]
+    total = weight.sum().clamp_min(1.0)
+    mean_prob = (probs * weight[:, None]).sum(0) / total  # [E]
+    fraction = (chosen * weight[:, None]).sum(0) / total  # [E]
+    return E * (mean_prob * fraction).sum()
