@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from minimoe.errors import MiniMoEError
 from minimoe.modeling.config import MiniMoEConfig
+from minimoe.modeling.loading import read_config, validate_checkpoint
 from minimoe.modeling.moe import MoEFeedForward, Router, load_balance_loss
 
 
@@ -123,6 +126,29 @@ class MiniMoEPreTrainedModel(PreTrainedModel):
     config_class = MiniMoEConfig
     base_model_prefix = "minimoe"
     _no_split_modules = ["MiniMoELayer"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' loader, after checking a local directory so a bad one fails in one clear line."""
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            if path.exists() or path.is_absolute() or str(pretrained_model_name_or_path).startswith("."):
+                raise MiniMoEError(f"{path} is not a model directory")
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.pop("config", None)
+        if not isinstance(config, MiniMoEConfig):
+            model_type = read_config(path).get("model_type")
+            if model_type != "minimoe":
+                raise MiniMoEError(
+                    f"{path / 'config.json'} field model_type is {model_type!r}, not 'minimoe' "
+                    "(the authors' released checkpoints load after `minimoe convert`)"
+                )
+            try:
+                config, kwargs = MiniMoEConfig.from_pretrained(path, return_unused_kwargs=True, **kwargs)
+            except MiniMoEError as err:
+                raise MiniMoEError(f"{path / 'config.json'}: {err}") from None
+        validate_checkpoint(path, cls, config, cls.base_model_prefix)
+        return super().from_pretrained(path, *model_args, config=config, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT init (N(0, 0.02)) everywhere but the router, which keeps PyTorch's Linear default."""

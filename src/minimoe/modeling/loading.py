@@ -1,0 +1,92 @@
+"""Checks a local checkpoint directory against its config before transformers loads it.
+
+transformers reports a bad directory with a long table or a generic OSError; we want one line that
+names the file and the config field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from minimoe.errors import MiniMoEError
+
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Config fields a tensor dimension can come from, in the order we blame them.
+SHAPE_FIELDS = ("num_experts", "intermediate_size", "hidden_size", "vocab_size",
+                "max_position_embeddings", "type_vocab_size", "num_labels")
+
+
+def read_config(directory: Path) -> dict:
+    """config.json of a directory as a dict, or a clear error."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise MiniMoEError(f"{directory} has no config.json: is this a saved MiniMoE model directory?")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MiniMoEError(f"{path} is not valid JSON: {err}") from None
+
+
+def checkpoint_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
+    """Tensor name -> (shape, file) from the safetensors headers, without reading the tensors."""
+    index = directory / INDEX_FILE
+    if index.is_file():
+        files = sorted({directory / f for f in json.loads(index.read_text())["weight_map"].values()})
+    elif (directory / WEIGHTS_FILE).is_file():
+        files = [directory / WEIGHTS_FILE]
+    else:
+        raise MiniMoEError(f"{directory} has a config.json but no {WEIGHTS_FILE}: the weights are missing")
+    shapes = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = (tuple(f.get_slice(key).get_shape()), file)
+        except (SafetensorError, OSError) as err:
+            raise MiniMoEError(f"{file} is not a readable safetensors file: {err}") from None
+    return shapes
+
+
+def blame(config, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
+    """The config field whose value explains the first differing dimension."""
+    for want, have in zip(expected, found):
+        if want != have:
+            for field in SHAPE_FIELDS:
+                if getattr(config, field, None) == want:
+                    return f"{field} = {want}"
+    return "the tensor's rank"
+
+
+def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str) -> None:
+    """Raise MiniMoEError unless every weight the model needs is in the directory with the right shape.
+
+    The base-model prefix is ignored on both sides, so a base checkpoint loads into a task model (whose
+    new head may be missing) and a task checkpoint into a base model.
+    """
+    with torch.device("meta"):
+        model = model_cls(config)
+
+    def strip(key: str) -> str:
+        return key.removeprefix(base_prefix + ".")
+
+    found = {strip(k): v for k, v in checkpoint_shapes(directory).items()}
+    for key, tensor in model.state_dict().items():
+        key = strip(key)
+        if key not in found:
+            if key.split(".")[0] in {"classifier", "pooler"}:
+                continue  # a fresh task head (or pooler) is initialised, as transformers does
+            raise MiniMoEError(
+                f"{directory / WEIGHTS_FILE} lacks weight {key} that config.json "
+                f"(num_experts = {config.num_experts}, num_hidden_layers = {config.num_hidden_layers}) requires"
+            )
+        shape, file = found[key]
+        if shape != tuple(tensor.shape):
+            raise MiniMoEError(
+                f"config.json field {blame(config, tuple(tensor.shape), shape)} does not fit {file}: "
+                f"{key} has shape {shape}, the config expects {tuple(tensor.shape)}"
+            )

@@ -1,0 +1,115 @@
+"""The MoE FFN: dispatch equals a naive masked loop, E=1 is a dense FFN, balance loss, router noise."""
+
+import pytest
+import torch
+
+from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
+
+
+def naive_dispatch(ffn: MoEFeedForward, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Reference: for each expert, mask its tokens, run it, scatter back."""
+    y = torch.zeros_like(x)
+    for e in range(ffn.num_experts):
+        m = index == e
+        y[m] = ffn.expert(x[m], e)
+    return y
+
+
+def make_ffn(tiny_config, **kw) -> MoEFeedForward:
+    torch.manual_seed(1)
+    ffn = MoEFeedForward(tiny_config(**kw))
+    for p in ffn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return ffn
+
+
+@pytest.mark.parametrize("case", ["random", "one_expert_empty", "all_to_one"])
+def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case):
+    ffn = make_ffn(tiny_config)
+    x = torch.randn(50, 32, requires_grad=True)
+    index = torch.randint(0, 4, (50,))
+    if case == "one_expert_empty":
+        index[index == 2] = 0
+    elif case == "all_to_one":
+        index.fill_(3)
+    upstream = torch.randn(50, 32)
+
+    fast = ffn.dispatch(x, index)
+    (fast * upstream).sum().backward()
+    fast_grads = [x.grad.clone()] + [p.grad.clone() for p in (ffn.w_in, ffn.b_in, ffn.w_out, ffn.b_out)]
+    x.grad = None
+    ffn.zero_grad()
+
+    slow = naive_dispatch(ffn, x, index)
+    (slow * upstream).sum().backward()
+    slow_grads = [x.grad] + [p.grad for p in (ffn.w_in, ffn.b_in, ffn.w_out, ffn.b_out)]
+
+    torch.testing.assert_close(fast, slow)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b)
+    if case != "random":  # an expert with no tokens gets exactly zero gradient
+        assert ffn.w_in.grad[2].abs().sum() == 0 if case == "one_expert_empty" else ffn.w_in.grad[0].abs().sum() == 0
+
+
+def test_forward_scales_by_chosen_probability(tiny_config):
+    ffn = make_ffn(tiny_config, router_noise=0.0).eval()
+    h = torch.randn(2, 5, 32)
+    out, logits = ffn(h)
+    probs = logits.softmax(-1).reshape(-1, 4)
+    gate, index = probs.max(-1)
+    x = h.reshape(-1, 32)
+    expected = ffn.LayerNorm(h + (naive_dispatch(ffn, x, index) * gate[:, None]).view(2, 5, 32))
+    torch.testing.assert_close(out, expected)
+
+
+def test_single_expert_is_a_standard_bert_ffn(tiny_config):
+    ffn = make_ffn(tiny_config, num_experts=1).eval()
+    assert ffn.router is None
+    h = torch.randn(2, 5, 32)
+    out, logits = ffn(h)
+    assert logits is None
+    inter = torch.nn.functional.gelu(h @ ffn.w_in[0].T + ffn.b_in[0])
+    torch.testing.assert_close(out, ffn.LayerNorm(h + inter @ ffn.w_out[0].T + ffn.b_out[0]))
+
+
+def test_router_noise_only_in_training(tiny_config):
+    ffn = make_ffn(tiny_config, router_noise=0.1)
+    h = torch.randn(2, 5, 32)
+    clean = ffn.router(h.reshape(-1, 32))
+    ffn.eval()
+    torch.testing.assert_close(ffn(h)[1].reshape(-1, 4), clean)
+    ffn.train()
+    noisy = ffn.route(h.reshape(-1, 32))[0]
+    delta = noisy - clean
+    assert delta.abs().max() > 0 and delta.abs().max() <= 0.1 + 1e-6
+    ffn_off = make_ffn(tiny_config, router_noise=0.0).train()
+    torch.testing.assert_close(ffn_off.route(h.reshape(-1, 32))[0], ffn_off.router(h.reshape(-1, 32)))
+
+
+def test_balance_loss_is_one_when_balanced_and_e_when_collapsed():
+    balanced = torch.eye(4).repeat(3, 1).mul(5.0)[None]  # [1, 12, 4]: each expert gets 3 tokens
+    torch.testing.assert_close(load_balance_loss(balanced, None), torch.tensor(1.0))
+    collapsed = torch.tensor([[10.0, 0, 0, 0]]).repeat(12, 1)[None]
+    assert load_balance_loss(collapsed, None) > 3.9
+
+
+def test_balance_loss_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    base = load_balance_loss(logits, mask)
+    changed = logits.clone()
+    changed[mask == 0] = torch.tensor([50.0, 0, 0, 0])  # padding all "routed" to expert 0
+    torch.testing.assert_close(load_balance_loss(changed, mask), base)
+    valid = logits[mask.bool()][None]  # only the real tokens
+    torch.testing.assert_close(load_balance_loss(valid, None), base)
+    assert not torch.allclose(load_balance_loss(changed, None), base)
+
+
+def test_bf16_autocast_runs(tiny_config):
+    ffn = make_ffn(tiny_config).eval()
+    h = torch.randn(2, 5, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = ffn(h)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ffn(h)[0], atol=0.1, rtol=0.05)
