@@ -4,7 +4,7 @@ from minimoe.modeling.config import MiniMoEConfig, student_config_from_teacher
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEModelOutput, MiniMoEPreTrainedModel
 from minimoe.modeling.heads import MiniMoEForSequenceClassification, MiniMoESequenceClassifierOutput
 from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
-from minimoe.modeling.moefy import expert_neurons, moefy, moefy_layer_
+from minimoe.modeling.moefy import expert_neurons, moefy, moefy_layer_, moefy_random_init_
 
 __all__ = [
     "MiniMoEConfig",
@@ -18,5 +18,6 @@ __all__ = [
     "load_balance_loss",
     "moefy",
     "moefy_layer_",
+    "moefy_random_init_",
     "student_config_from_teacher",
 ]

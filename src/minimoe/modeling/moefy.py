@@ -51,3 +51,20 @@ def moefy_layer_(ffn: MoEFeedForward, w_in, b_in, w_out, b_out, shared_fraction:
         if param.shape != value.shape:
             raise MiniMoEError(f"moefy produced {tuple(value.shape)} but the layer holds {tuple(param.shape)}")
         param.copy_(value)
+
+
+@torch.no_grad()
+def moefy_random_init_(model, shared_fraction: float = 2 / 3, generator: torch.Generator | None = None) -> None:
+    """The paper's student init: every FFN drawn as a random dense FFN of width E x w, then moefied.
+
+    Experts therefore start sharing `shared_fraction` of their neurons (then diverge in training).
+    """
+    config = model.config
+    if config.num_experts == 1:
+        return
+    E, H, w, std = config.num_experts, config.hidden_size, config.intermediate_size, config.initializer_range
+    for module in model.modules():
+        if isinstance(module, MoEFeedForward):
+            dense_in = torch.randn(E * w, H, generator=generator) * std
+            dense_out = torch.randn(H, E * w, generator=generator) * std
+            moefy_layer_(module, dense_in, torch.zeros(E * w), dense_out, torch.zeros(H), shared_fraction)

@@ -1,0 +1,242 @@
+"""The one training loop, on accelerate: DDP, mixed precision, accumulation, atomic checkpoints, resume.
+
+Both jobs (task-agnostic distillation and fine-tuning) hand it an `nn.Module` whose forward takes a
+batch and returns a dict with "loss" (and any scalars to log). Frozen teachers live outside that module,
+so they are never wrapped for distributed training nor saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from minimoe.errors import MiniMoEError
+from minimoe.recipe import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    steps: int
+    seconds: float
+    last_metrics: dict
+    best_metric: float | None
+    resumed_from: int
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices, none on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> Accelerator:
+    """An Accelerator for this run: TensorBoard under output_dir, seedable (resumable) data order.
+
+    `find_unused_parameters` is for objectives that leave some weights off the loss path under DDP.
+    """
+    if cfg.mixed_precision not in {"no", "bf16", "fp16"}:
+        raise MiniMoEError(f"train.mixed_precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "tensorboard")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+    )
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (only fully written ones carry their state file)."""
+    root = Path(output_dir) / CHECKPOINTS
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class Trainer:
+    """Runs `objective` over `data` for the configured steps; evaluation and best-model export optional.
+
+    `evaluate(model) -> dict` is called every `eval_every` steps (and at the end); `on_best(model,
+    metrics)` runs on the main process whenever `metrics[best_metric]` improves.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        objective: nn.Module,
+        data: Dataset,
+        collate: Callable,
+        evaluate: Callable[[nn.Module], dict] | None = None,
+        best_metric: str | None = None,
+        on_best: Callable[[nn.Module, dict], None] | None = None,
+        accelerator: Accelerator | None = None,
+        run_config: dict | None = None,
+    ):
+        self.cfg = cfg
+        self.accelerator = accelerator or make_accelerator(cfg)
+        set_seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=False)
+        optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay), lr=cfg.lr)
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(objective, optimizer, loader)
+        per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
+        self.total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+        self.steps_per_epoch = per_epoch
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.scheduler = self.accelerator.prepare(scheduler)
+        self.step, self.best = 0, None
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.accelerator.init_trackers("run", config=_flat(run_config or {}))
+        self.metrics_file = self.out / "metrics.jsonl"
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write step-N atomically (temp dir, then rename) and prune old ones; a kill never corrupts."""
+        acc = self.accelerator
+        root = self.out / CHECKPOINTS
+        final, tmp = root / f"step-{self.step}", root / f".tmp-step-{self.step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            root.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({"step": self.step, "best": self.best}))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            done = sorted((p for p in root.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
+            for old in done[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def maybe_resume(self) -> int:
+        """Load the newest complete checkpoint when resuming; returns the step it holds (0 = fresh)."""
+        if not self.cfg.resume:
+            return 0
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is None:
+            self.accelerator.print(f"no checkpoint under {self.out / CHECKPOINTS}; starting fresh")
+            return 0
+        try:
+            self.accelerator.load_state(str(ckpt))
+        except Exception as err:  # a checkpoint from another recipe: say so instead of a state-dict dump
+            raise MiniMoEError(f"cannot resume from {ckpt}: it does not fit this run's model/recipe ({err})") from None
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        self.step, self.best = state["step"], state["best"]
+        return self.step
+
+    # ---- logging -----------------------------------------------------------------------------
+    def log(self, metrics: dict) -> None:
+        """Metrics to TensorBoard and to metrics.jsonl (main process only)."""
+        self.accelerator.log(metrics, step=self.step)
+        if self.accelerator.is_main_process:
+            with self.metrics_file.open("a") as f:
+                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+
+    def run_eval(self) -> dict:
+        """Evaluate, log, and export the model when the tracked metric improves."""
+        if self.evaluate is None:
+            return {}
+        self.model.eval()
+        metrics = self.evaluate(self.model)
+        self.model.train()
+        self.log({f"eval/{k}": v for k, v in metrics.items()})
+        if self.best_metric and metrics.get(self.best_metric) is not None:
+            if self.best is None or metrics[self.best_metric] > self.best:
+                self.best = metrics[self.best_metric]
+                if self.on_best is not None and self.accelerator.is_main_process:
+                    self.on_best(self.accelerator.unwrap_model(self.model), metrics)
+                self.accelerator.wait_for_everyone()
+        return metrics
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        acc, cfg = self.accelerator, self.cfg
+        resumed = self.maybe_resume()
+        eval_every = cfg.eval_every or (self.steps_per_epoch if self.evaluate else 0)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                   disable=not acc.is_local_main_process, dynamic_ncols=True)
+        start, last, window = time.time(), {}, []
+        self.model.train()
+        while self.step < self.total_steps:
+            epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.loader.set_epoch(epoch)
+            skip = done_in_epoch * cfg.grad_accum
+            batches = acc.skip_first_batches(self.loader, skip) if skip else self.loader
+            for batch in batches:
+                with acc.accumulate(self.model):
+                    out = self.model(**batch)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss.detach()):
+                        raise MiniMoEError(
+                            f"loss became {loss.item()} at step {self.step + 1}: lower train.lr, check the "
+                            f"data, or disable fp16; resume from the last good checkpoint with --train.resume"
+                        )
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.grad_clip > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                window.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1})
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    last = {f"train/{k}": sum(w[k] for w in window) / len(window) for k in window[0]}
+                    last["train/lr"] = self.scheduler.get_last_lr()[0]
+                    window = []
+                    self.log(last)
+                    bar.set_postfix(loss=f"{last['train/loss']:.4f}")
+                if eval_every and self.step % eval_every == 0 and self.step != self.total_steps:
+                    self.run_eval()
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step != self.total_steps:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+        bar.close()
+        final = self.run_eval()
+        self.save_checkpoint()
+        acc.end_training()
+        return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config flattened for TensorBoard's hparams (scalars and strings only)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
