@@ -29,3 +29,40 @@ def batch():
     mask[2, 4:] = 0
     ids = ids.masked_fill(mask == 0, 0)
     return ids, mask
+
+
+WORDS = ("the a of and to in is was for on that with as by at from his her it an were are which this be "
+         "first new city film river school war music team world state year government people game album "
+         "north south played became known name born used large series only during found called after").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    """A saved 2-layer, 32-wide random BERT with a real WordPiece tokenizer over a small vocabulary."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("teacher")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A text file of blank-line-separated documents, one sentence per line."""
+    import random
+
+    rng = random.Random(0)
+    docs = []
+    for _ in range(12):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(6)]
+        docs.append("\n".join(sentences))
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    return path

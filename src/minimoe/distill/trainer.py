@@ -102,7 +102,10 @@ class Trainer:
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, drop_last=False)
+        # The loader's own generator keeps its per-epoch seed draw off the global RNG (dropout, router
+        # noise), so a resumed run draws the same random numbers as an uninterrupted one.
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(cfg.seed))
         optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay), lr=cfg.lr)
         self.model, self.optimizer, self.loader = self.accelerator.prepare(objective, optimizer, loader)
         per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
