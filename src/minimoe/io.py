@@ -23,10 +23,18 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
     old = path.with_name(f".{path.name}.old")
     if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         path.rename(old)
     tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a directory tree if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` (the main job end to end) and `make test`.
+# Both create the virtualenv on first use; torch is pinned to the local CPU wheel in pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo demo-quick test bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/minimoe demo
+
+demo-quick: setup
+	$(BIN)/minimoe demo --quick
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/moe_layer.py
