@@ -52,6 +52,7 @@ class StudentConfig:
     intermediate: int = 0  # per-expert FFN width; 0 = 4 x hidden
     router_noise: float = 0.1
     router_aux_loss_coef: float = 0.01
+    dropout: float = 0.1  # hidden and attention dropout
 
 
 @dataclass

@@ -67,6 +67,8 @@ def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEM
         intermediate_size=shape.intermediate or None,
         router_noise=shape.router_noise,
         router_aux_loss_coef=shape.router_aux_loss_coef,
+        hidden_dropout_prob=shape.dropout,
+        attention_probs_dropout_prob=shape.dropout,
     )
     torch.manual_seed(seed)
     student = MiniMoEModel(config, add_pooling_layer=False)

@@ -61,6 +61,8 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return Accelerator(
+        # With no GPU, accelerate only joins a multi-process (gloo) group when told it runs on CPU.
+        cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard",
