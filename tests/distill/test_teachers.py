@@ -76,7 +76,7 @@ def batch() -> dict[str, torch.Tensor]:
 def _linears(teacher: Teacher, layer: int) -> list[nn.Linear]:
     """The Q, K, V linear modules of `layer`, found independently of the adapter table."""
     block = teacher.layers[layer]
-    linears = [m for name, m in block.named_modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     return linears[:3]  # every family declares Q, K, V first in its attention block
 
 
