@@ -14,6 +14,20 @@ class Router(nn.Linear):
     """hidden -> E logits. Its own class so weight init can keep PyTorch's default (as the paper does)."""
 
 
+class Permute(torch.autograd.Function):
+    """Rows gathered by a permutation; its backward is the inverse gather (not index_select's scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
 class MoEFeedForward(nn.Module):
     """Post-LN BERT FFN made of E experts, each as wide as the dense FFN; top-1 routed.
 
@@ -52,14 +66,18 @@ class MoEFeedForward(nn.Module):
         """Run each token through its expert: sort by expert, one matmul pair per group, unsort.
 
         x [N, H], index [N] -> [N, H]. The group sizes go to the host once per layer (free on CPU).
+        Weights are unbound (not indexed) so backward writes each expert's gradient slice once.
         """
         order = index.argsort(stable=True)  # [N]
         counts = torch.bincount(index, minlength=self.num_experts).tolist()
-        groups = x.index_select(0, order).split(counts)  # E x [n_e, H]
-        y_sorted = torch.cat([self.expert(g, e) for e, g in enumerate(groups)])  # [N, H]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        return y_sorted.index_select(0, inverse)  # [N, H]
+        w_in, b_in, w_out, b_out = (p.unbind(0) for p in (self.w_in, self.b_in, self.w_out, self.b_out))
+        groups = Permute.apply(x, order, inverse).split(counts)  # E x [n_e, H]
+        y_sorted = torch.cat([
+            F.linear(self.act(F.linear(g, w_in[e], b_in[e])), w_out[e], b_out[e]) for e, g in enumerate(groups)
+        ])  # [N, H]
+        return Permute.apply(y_sorted, inverse, order)  # [N, H]
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h [B, T, H] -> (output [B, T, H], router logits [B, T, E] or None when E = 1)."""
