@@ -1,32 +1,13 @@
-"""Atomic writes: a directory or file appears complete or not at all, so a killed run loses nothing."""
+"""Atomic writes: a file or directory appears complete or not at all, so a killed run loses nothing."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temp dir beside `path`; on success it replaces `path` by rename, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old")
-    if path.exists():
-        _remove(old)
-        path.rename(old)
-    tmp.rename(path)
-    _remove(old)
 
 
 def _remove(path: Path) -> None:
@@ -37,14 +18,45 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a fresh temp sibling of `dest`; the caller creates a file or directory there.
+
+    On success it is renamed onto `dest`; on error it is removed and `dest` is untouched. Without
+    `replace`, an existing `dest` (e.g. a cache entry a concurrent process finished first) is kept.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        if replace and dest.exists():
+            old = tmp.with_name(tmp.name + ".old")
+            dest.rename(old)
+            tmp.rename(dest)
+            _remove(old)
+        else:
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                if not dest.exists():
+                    raise
+    finally:
+        _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(dest: str | Path) -> Iterator[Path]:
+    """A temp directory that replaces `dest` when the block succeeds."""
+    with atomic_path(dest, replace=True) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temp file and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write (or replace) a text file atomically."""
+    with atomic_path(path, replace=True) as tmp:
+        tmp.write_text(text)
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:

@@ -75,8 +75,13 @@ class FinetuneConfig:
     """Fine-tuning a student or a teacher on a task, with optional logit KD (`minimoe finetune`)."""
 
     model: str = ""  # a MiniMoE student directory, or any HF encoder (to get a teacher's own score)
-    task: str = "movie-sentiment"  # a GLUE task, a packaged task, or a generic file spec
-    data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache
+    task: str = "movie-sentiment"  # a GLUE task, a packaged task (snli, movie-sentiment), or a name for your files
+    data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache; "hub" = the datasets library
+    train_file: str = ""  # your own CSV/TSV/JSONL (with dev_file, text_columns, label_column, labels)
+    dev_file: str = ""
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])
+    label_column: str = "label"
+    labels: list[str] = field(default_factory=list)  # label values of your files; empty = regression
     teacher: str = ""  # a fine-tuned teacher directory for KD; empty = no KD
     kd_alpha: float = 0.5
     kd_temperature: float = 1.0

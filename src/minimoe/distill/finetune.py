@@ -1,0 +1,186 @@
+"""`minimoe finetune`: fine-tune a student (or a teacher) on a task, with optional logit KD.
+
+KD teacher logits are computed once per training example and cached on disk, so the teacher never runs
+inside the training loop and several students can share one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
+from minimoe.data.encode import TaskDataset, encode_task, pad_collator
+from minimoe.data.fetch import PACKAGED_TASKS, cache_dir, fetch_task
+from minimoe.data.metrics import compute_metrics
+from minimoe.data.tasks import TaskSpec, custom_task, get_task, load_hf_task, load_task
+from minimoe.distill.losses import logit_kd_loss
+from minimoe.distill.task_agnostic import resolve_teacher
+from minimoe.distill.trainer import Trainer, make_accelerator
+from minimoe.errors import MiniMoEError
+from minimoe.io import atomic_path, atomic_write_text, save_model
+from minimoe.recipe import FinetuneConfig, dump_recipe
+
+class TaskObjective(nn.Module):
+    """A sequence-classification model -> loss dict (CE/MSE, or KD against cached teacher logits).
+
+    For MiniMoE models the router balance loss is added with the model's own coefficient.
+    """
+
+    def __init__(self, model: nn.Module, regression: bool, kd_alpha: float, kd_temperature: float):
+        super().__init__()
+        self.model, self.regression = model, regression
+        self.kd_alpha, self.kd_temperature = kd_alpha, kd_temperature
+
+    def forward(self, labels, teacher_logits=None, **inputs) -> dict[str, torch.Tensor]:
+        out = self.model(**inputs)
+        logits = out.logits  # [B, C]
+        alpha = self.kd_alpha if teacher_logits is not None else 0.0
+        teacher = teacher_logits if teacher_logits is not None else logits.detach()
+        loss = logit_kd_loss(logits, teacher, labels, alpha, self.kd_temperature, self.regression)
+        result = {"task_loss": loss, "logits": logits}
+        aux = getattr(out, "aux_loss", None)
+        if aux is not None:
+            loss = loss + self.model.config.router_aux_loss_coef * aux
+            result["balance"] = aux
+        result["loss"] = loss
+        return result
+
+
+def _subsample(examples: list, limit: int) -> list:
+    """A fixed (seed 0) random subset, the same for every run and seed, or all examples."""
+    return random.Random(0).sample(examples, limit) if 0 < limit < len(examples) else examples
+
+
+def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, list]:
+    """The task spec and its train/dev examples, from files, the packaged cache or the hub."""
+    if cfg.train_file:
+        spec = custom_task(cfg.task, {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file},
+                           cfg.text_columns, cfg.label_column, cfg.labels or None)
+        train, dev = load_task(spec, "/", "train"), load_task(spec, "/", "dev")
+    elif cfg.data_dir == "hub":
+        spec = get_task(cfg.task)
+        train, dev = load_hf_task(cfg.task, "train"), load_hf_task(cfg.task, "dev")
+    else:
+        spec = get_task(cfg.task)
+        if cfg.data_dir:
+            data_dir = Path(cfg.data_dir)
+        elif cfg.task in PACKAGED_TASKS:
+            data_dir = fetch_task(cfg.task)
+        else:
+            raise MiniMoEError(f"task {cfg.task!r} needs --data_dir (its GLUE TSV directory) or --data_dir hub")
+        train, dev = load_task(spec, data_dir, "train"), load_task(spec, data_dir, "dev")
+    return spec, _subsample(train, cfg.max_train_examples), _subsample(dev, cfg.max_eval_examples)
+
+
+def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
+    """Any HF encoder (MiniMoE included) with a fresh or matching classification head for the task."""
+    labels = spec.labels or ("score",)
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=spec.num_labels, id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def check_same_tokenizer(student_tok, teacher_tok, teacher: str) -> None:
+    """KD feeds the teacher the student's token ids, so both must share one vocabulary."""
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise MiniMoEError(
+            f"KD teacher {teacher} uses a different tokenizer ({len(teacher_tok)} tokens) than the student "
+            f"({len(student_tok)} tokens): distil the student from this teacher's family, or drop --teacher"
+        )
+
+
+@torch.no_grad()
+def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) -> torch.Tensor:
+    """Logits [N, C] of a fine-tuned teacher on the (tokenised) training set, cached on disk by content."""
+    weights = sorted(Path(teacher).glob("*.safetensors"))
+    stamp = [f"{w.resolve()}:{w.stat().st_mtime_ns}" for w in weights] or [teacher]
+    digest = hashlib.sha256(json.dumps([stamp, [f["input_ids"] for f in data.features]]).encode()).hexdigest()[:24]
+    path = cache_dir() / "teacher-logits" / f"{digest}.pt"
+    if path.is_file():
+        return torch.load(path)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    logits = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in loader])
+    with atomic_path(path) as tmp:
+        torch.save(logits, tmp)
+    return logits
+
+
+def make_evaluator(accelerator, spec: TaskSpec, data: TaskDataset, collate, batch_size: int):
+    """evaluate(objective) -> the task's dev metrics, gathered across processes."""
+    loader = accelerator.prepare(DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate))
+
+    @torch.no_grad()
+    def evaluate(objective: nn.Module) -> dict:
+        preds, labels = [], []
+        for batch in loader:
+            logits = objective(**batch)["logits"]
+            logits, gold = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+            preds.append(logits.cpu())
+            labels.append(gold.cpu())
+        return compute_metrics(spec, torch.cat(preds).numpy(), torch.cat(labels).numpy())
+
+    return evaluate
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict:
+    """Fine-tune, keep the best dev checkpoint under output_dir/best, write results.json; return it."""
+    if not cfg.model:
+        raise MiniMoEError("finetune needs --model (a student directory, a packaged teacher name, or a hub name)")
+    out = Path(cfg.train.output_dir)
+    spec, train, dev = load_splits(cfg)
+    model_path = resolve_teacher(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    collate = pad_collator(tokenizer)
+    train_data, dev_data = encode_task(train, tokenizer, cfg.max_length), encode_task(dev, tokenizer, cfg.max_length)
+
+    accelerator = make_accelerator(cfg.train)
+    if cfg.teacher:
+        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(cfg.teacher), cfg.teacher)
+        with accelerator.main_process_first():
+            logits = teacher_logits(cfg.teacher, train_data, collate, cfg.train.batch_size * 2)
+        if logits.shape != (len(train_data), spec.num_labels):
+            raise MiniMoEError(f"KD teacher {cfg.teacher} gives {logits.shape[1]} outputs; task {spec.name} has {spec.num_labels}")
+        train_data = TaskDataset([f | {"teacher_logits": lg.tolist()} for f, lg in zip(train_data.features, logits)])
+
+    objective = TaskObjective(load_task_model(model_path, spec), spec.labels is None, cfg.kd_alpha, cfg.kd_temperature)
+    evaluate = make_evaluator(accelerator, spec, dev_data, collate, cfg.train.batch_size * 2)
+    best_metric = cfg.metric_for_best or "score"
+    best_file = out / "best" / "dev_metrics.json"
+
+    def on_best(objective: TaskObjective, metrics: dict) -> None:
+        save_model(objective.model, tokenizer, out / "best")
+        atomic_write_text(best_file, json.dumps(metrics))
+
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(dump_recipe(cfg))
+    trainer = Trainer(cfg.train, objective, train_data, collate, evaluate=evaluate, best_metric=best_metric,
+                      on_best=on_best, accelerator=accelerator, run_config=asdict(cfg))
+    result = trainer.train()
+    final = {k.removeprefix("eval/"): round(v, 4) for k, v in result.last_metrics.items() if k.startswith("eval/")}
+    summary = {
+        "task": spec.name,
+        "model": cfg.model,
+        "kd_teacher": cfg.teacher or None,
+        "train_examples": len(train_data),
+        "dev_examples": len(dev_data),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "best": {k: round(v, 4) for k, v in json.loads(best_file.read_text()).items()} if best_file.is_file() else final,
+        "final": final,
+        "best_dir": str(out / "best"),
+    }
+    if accelerator.is_main_process:
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+    return summary
