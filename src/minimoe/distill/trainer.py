@@ -184,13 +184,14 @@ class Trainer:
         return metrics
 
     # ---- the loop ----------------------------------------------------------------------------
-    def train(self) -> TrainResult:
+    def loop(self, bar: tqdm) -> dict:
+        """Optimizer steps until total_steps, resuming mid-epoch where a checkpoint left off.
+
+        Returns the last logged training metrics.
+        """
         acc, cfg = self.accelerator, self.cfg
-        resumed = self.maybe_resume()
         eval_every = cfg.eval_every or (self.steps_per_epoch if self.evaluate else 0)
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not acc.is_local_main_process, dynamic_ncols=True)
-        start, last, window = time.time(), {}, []
+        last, window = {}, []
         self.model.train()
         while self.step < self.total_steps:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -229,8 +230,16 @@ class Trainer:
                     self.save_checkpoint()
                 if self.step >= self.total_steps:
                     break
-        bar.close()
-        final = self.run_eval()
+        return last
+
+    def train(self) -> TrainResult:
+        """Resume if asked, run the loop under a progress bar, evaluate and checkpoint at the end."""
+        acc, start = self.accelerator, time.time()
+        resumed = self.maybe_resume()
+        with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                  disable=not acc.is_local_main_process, dynamic_ncols=True) as bar:
+            last = self.loop(bar)
+        final = {f"eval/{k}": v for k, v in self.run_eval().items()}
         self.save_checkpoint()
         acc.end_training()
         return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
