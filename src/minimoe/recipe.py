@@ -66,6 +66,7 @@ class DistillConfig:
     teacher_layer: int = -1
     relation_heads: int = 32  # the largest divisor of both widths not above this
     relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (student's own Q/K/V)
+    cache_teacher: bool = False  # run the teacher once over the corpus and reuse its Q/K/V (many students)
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/distill"))
 

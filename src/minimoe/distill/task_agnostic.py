@@ -12,8 +12,10 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import AutoTokenizer
 
 from minimoe.data.corpus import build_corpus
+from minimoe.data.fetch import CORPORA, TEACHER_NAME, cache_dir, fetch_corpus, fetch_teacher
 from minimoe.data.encode import pad_collator
 from minimoe.distill.losses import RelationHead, choose_relation_heads, relation_kl
+from minimoe.distill.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
 from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
 from minimoe.distill.trainer import Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
@@ -41,9 +43,13 @@ class RelationDistillation(nn.Module):
         self.relation_heads, self.teacher_layer = relation_heads, teacher_layer
         self.aux_coef = student.config.router_aux_loss_coef
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            t_qkv = self.teacher.qkv(input_ids, attention_mask, token_type_ids, layer=self.teacher_layer)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, teacher_qkv=None) -> dict[str, torch.Tensor]:
+        """One batch -> losses; `teacher_qkv` [B, T, 3, H] comes from the teacher cache when one is used."""
+        if teacher_qkv is None:
+            with torch.no_grad():
+                t_qkv = self.teacher.qkv(input_ids, attention_mask, token_type_ids, layer=self.teacher_layer)
+        else:
+            t_qkv = teacher_qkv.float().unbind(dim=2)  # 3 x [B, T, H]
         out = self.student(input_ids, attention_mask, token_type_ids, output_qkv=self.relation_head is None)
         s_qkv = out.qkv[-1] if self.relation_head is None else self.relation_head(out.last_hidden_state)
         rel = relation_kl(t_qkv, s_qkv, attention_mask, self.relation_heads)  # each qkv [B, T, H]
@@ -54,8 +60,6 @@ class RelationDistillation(nn.Module):
 
 def resolve_teacher(name: str) -> str:
     """A packaged teacher's name -> its fetched directory; anything else is passed through."""
-    from minimoe.data.fetch import TEACHER_NAME, fetch_teacher
-
     return str(fetch_teacher()) if name == TEACHER_NAME else name
 
 
@@ -81,8 +85,6 @@ def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEM
 
 def load_corpus(sources: list[str], tokenizer, max_length: int, limit: int = 0) -> Dataset:
     """Segment pairs from packaged corpus names, text files, or `hf:NAME` datasets (train split)."""
-    from minimoe.data.fetch import CORPORA, fetch_corpus
-
     resolved = []
     for source in sources:
         if source in CORPORA:
@@ -113,12 +115,17 @@ def run_distill(cfg: DistillConfig) -> dict:
 
     accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
     teacher.to(accelerator.device)
+    collate = pad_collator(tokenizer)
     with accelerator.main_process_first():
         data = load_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
+        if cfg.cache_teacher:
+            directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
+            build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
+            data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(dump_recipe(cfg))
-    trainer = Trainer(cfg.train, objective, data, pad_collator(tokenizer), accelerator=accelerator, run_config=asdict(cfg))
+    trainer = Trainer(cfg.train, objective, data, collate, accelerator=accelerator, run_config=asdict(cfg))
     result = trainer.train()
 
     summary = {
