@@ -1,4 +1,4 @@
-"""The `minimoe` command: distill, finetune, convert, flops, data fetch, demo.
+"""The `minimoe` command: distill, finetune, convert, flops, data fetch, study, demo.
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -55,6 +55,12 @@ def cmd_fetch(args) -> None:
     fetch.fetch_all(names=args.assets or None)
 
 
+def cmd_study(args) -> None:
+    from minimoe.study import StudyConfig, run_study
+
+    run_study(recipe_from_args(StudyConfig, args))
+
+
 def cmd_demo(args) -> None:
     from minimoe.demo import run_demo
 
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = data_sub.add_parser("fetch", help="download, verify and convert the embedded default assets")
     f.add_argument("assets", nargs="*", help="asset names (default: all)")
     f.set_defaults(func=cmd_fetch)
+
+    from minimoe.study import StudyConfig
+
+    p = sub.add_parser("study", help="the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds")
+    add_flags(p, StudyConfig)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("demo", help="the embedded default end to end: fetch, distil, fine-tune, compare")
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke version")
