@@ -35,21 +35,20 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_curves(metrics_path: str | Path, png: str | Path, keys: tuple[str, ...] = ("train/loss",)) -> Path:
-    """Training curves from metrics.jsonl as a PNG."""
+    """Training curves from metrics.jsonl as a PNG, one panel per metric present."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in keys:
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            ax.plot(*zip(*points), label=key)
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    present = [k for k in keys if any(k in r for r in records)]
+    fig, axes = plt.subplots(1, max(1, len(present)), figsize=(4 * max(1, len(present)), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], present):  # one panel per metric: losses and scores differ in scale
+        ax.plot(*zip(*[(r["step"], r[key]) for r in records if key in r]), marker="." if key.startswith("eval") else None)
+        ax.set_title(key)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
@@ -66,16 +65,24 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[dict]] = {}
     for p in points:
         series.setdefault(p["series"], []).append(p)
-    for name, pts in series.items():
+    for i, (name, pts) in enumerate(series.items()):
         pts = sorted(pts, key=lambda p: p["gflops"])
-        ax.plot([p["gflops"] for p in pts], [p["score"] for p in pts], marker="o", label=name)
-        for p in pts:
-            ax.annotate(p["label"], (p["gflops"], p["score"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        marker = "*" if "teacher" in name else ("s" if "dense" in name else "o")
+        ax.plot([p["gflops"] for p in pts], [p["score"] for p in pts], marker=marker, markersize=9 if marker == "*" else 6,
+                label=name, alpha=0.9)
+        for p in pts:  # stagger labels by series so coinciding points stay readable
+            ax.annotate(p["label"], (p["gflops"], p["score"]), textcoords="offset points", xytext=(5, 5 - 11 * i),
+                        fontsize=7)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("GFLOPs per sequence (log scale)")
     ax.set_ylabel("average dev score")
     ax.set_title(title)

@@ -58,6 +58,7 @@ def test_distillation_loss_goes_down(tiny_teacher_dir, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
     assert latest_checkpoint(tmp_path).name == "step-30"
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):

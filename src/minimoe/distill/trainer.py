@@ -25,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from minimoe.errors import MiniMoEError
 from minimoe.recipe import TrainConfig
+from minimoe.report import plot_curves
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -242,6 +243,8 @@ class Trainer:
         final = {f"eval/{k}": v for k, v in self.run_eval().items()}
         self.save_checkpoint()
         acc.end_training()
+        if acc.is_main_process:
+            plot_curves(self.metrics_file, self.out / "curves.png", ("train/loss", "train/relation_kl", "eval/score"))
         return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
 
 
