@@ -41,8 +41,9 @@ def cmd_flops(args) -> None:
 
     import minimoe  # noqa: F401  (registers the Auto classes)
     from minimoe.flops import count_flops, count_parameters, paper_gflops
+    from minimoe.resolve import load_pretrained
 
-    model = AutoModel.from_pretrained(args.model)
+    model = load_pretrained(AutoModel, args.model)
     report = {"flops": str(count_flops(model, args.batch, args.seq)), "params": str(count_parameters(model))}
     if model.config.model_type == "minimoe":
         report["paper_gmacs_at_128"] = round(paper_gflops(model.config, 128), 3)

@@ -23,6 +23,7 @@ from minimoe.io import atomic_write_text
 from minimoe.latency import measure_latency
 from minimoe.recipe import DistillConfig, FinetuneConfig, StudentConfig, TrainConfig, dump_recipe
 from minimoe.report import markdown_table, plot_score_vs_flops
+from minimoe.resolve import load_pretrained
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Study:
         cache = Path(model_dir) / "cost.json"
         if cache.is_file():
             return json.loads(cache.read_text())
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = load_pretrained(AutoModelForSequenceClassification, model_dir)
         seq = min(128, model.config.max_position_embeddings)  # 128 as the paper; tiny test models hold fewer
         params, flops = count_parameters(model), count_flops(model, batch_size=1, seq_len=seq)
         cost = {"params (M)": params.total / 1e6, "active (M)": params.active / 1e6,

