@@ -1,0 +1,46 @@
+"""Model references: packaged teacher names, local directories and hub ids, each resolved or refused clearly."""
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from minimoe.data.fetch import TEACHERS
+from minimoe.errors import MiniMoEError
+from minimoe.resolve import load_pretrained, resolve_model
+
+
+@pytest.mark.parametrize("name", TEACHERS)
+def test_packaged_teacher_names_resolve_to_their_cache_directory(name, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MINIMOE_HOME", str(tmp_path))
+    fetched = tmp_path / "teachers" / name  # already in the cache: resolving must not download
+    fetched.mkdir(parents=True)
+    (fetched / "config.json").write_text("{}")
+    assert resolve_model(name) == str(fetched)
+
+
+def test_local_directory_resolves_to_itself(tiny_teacher_dir: Path):
+    assert resolve_model(tiny_teacher_dir) == str(tiny_teacher_dir)
+
+
+def test_directory_without_config_is_refused(tmp_path: Path):
+    with pytest.raises(MiniMoEError, match="is not a model directory"):
+        resolve_model(tmp_path)
+
+
+def test_missing_local_path_is_refused(tmp_path: Path):
+    with pytest.raises(MiniMoEError, match="does not exist"):
+        resolve_model(tmp_path / "nowhere")
+    with pytest.raises(MiniMoEError, match="does not exist"):
+        resolve_model("./runs/not-there")
+
+
+def test_hub_ids_pass_through():
+    assert resolve_model("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
+
+
+def test_load_failure_is_one_line(tmp_path: Path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(MiniMoEError, match=f"cannot load {tmp_path} with AutoModel") as err:
+        load_pretrained(AutoModel, tmp_path)
+    assert "\n" not in str(err.value)
