@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -38,13 +36,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, also when imported from elsewhere
 
 from minimoe.modeling.config import MiniMoEConfig  # noqa: E402
 from minimoe.modeling.moe import MoEFeedForward  # noqa: E402
+from timing import MALLOC_ENV, MALLOC_VALUES, cpu_flags, cpu_model, interleaved, malloc_description  # noqa: E402
 
 INFERENCE_TARGET = 1.15
-MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-MALLOC_VALUES = (str(1 << 28), str(1 << 30))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,7 +76,7 @@ def build(cls: type[MoEFeedForward], hidden: int, experts: int, seed: int = 0) -
 
 
 # ----------------------------------------------------------------------------------------------
-# Timing
+# Timed callables (the timing loop itself is in timing.py, shared with run.py)
 # ----------------------------------------------------------------------------------------------
 
 def inference_fn(module: MoEFeedForward, h: torch.Tensor, bf16: bool = False) -> Callable[[], None]:
@@ -97,46 +95,6 @@ def train_fn(module: MoEFeedForward, h: torch.Tensor) -> Callable[[], None]:
         out, _ = module(h)
         out.sum().backward()
     return run
-
-
-def interleaved(cases: dict[str, Callable[[], None]], repeats: int,
-                warmup: int = 2) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
-    """Seconds and minor page faults per call of every case; round-robin, order rotated every round."""
-    names = list(cases)
-    for _ in range(warmup):
-        for name in names:
-            cases[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    faults: dict[str, list[int]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - t0)
-            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    return times, faults
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune_malloc and argv is None and MALLOC_ENV[0] not in os.environ:
         os.environ.update(dict(zip(MALLOC_ENV, MALLOC_VALUES)))
         os.execv(sys.executable, [sys.executable, *sys.argv])  # glibc reads these only at start-up
-    malloc = ("tuned glibc (" + ", ".join(f"{k}={os.environ[k]}" for k in MALLOC_ENV if k in os.environ) + ")"
-              if any(k in os.environ for k in MALLOC_ENV) else "stock glibc malloc")
+    malloc = malloc_description()
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel
 
 from minimoe import MiniMoEConfig, MiniMoEForSequenceClassification, MiniMoEModel
+from minimoe.modeling import MoEFeedForward
 from minimoe.flops import (
     FlopReport,
     ParamReport,
@@ -79,6 +80,15 @@ def test_moe_costs_the_flops_of_dense_with_four_times_the_ffn_parameters():
     assert 1.0 <= ratio <= 1.01
     ffn_dense, ffn_moe = count_parameters(dense).expert, count_parameters(moe).expert
     assert 3.9 <= ffn_moe / ffn_dense <= 4.1
+
+
+def test_padded_dispatch_rows_are_not_counted_as_model_flops():
+    moe = model(4)
+    ffns = [m for m in moe.modules() if isinstance(m, MoEFeedForward)]
+    for ffn in ffns:
+        ffn.dispatch_mode = "padded"  # always pad to the largest group when running
+    assert count_flops(moe, B, T).total == pytest.approx(analytic_flops(moe.config, B, T), rel=0.01)
+    assert all(ffn.dispatch_mode == "padded" for ffn in ffns)  # restored after counting
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ from torch import nn
 from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
+from minimoe.modeling.moe import grouped_dispatch
+
 __all__ = [
     "FlopReport",
     "ParamReport",
@@ -196,7 +198,8 @@ def count_flops(
     ...): `attention_mask` (all ones) and `token_type_ids` (zeros) are passed only when the model's
     forward takes them. The SDPA kernel CPU uses is counted through a custom mapping (see the module
     docstring); `forward_kwargs` are passed on (e.g. `output_attentions=True` for the explicit path,
-    which counts the same). The model's train/eval mode is restored afterwards.
+    which counts the same). The model's train/eval mode is restored afterwards. MoE layers run their
+    grouped dispatch here, so the zero rows the padded dispatch may add are not counted as model FLOPs.
     """
     config = getattr(model, "config", None)
     vocab = int(getattr(config, "vocab_size", 0) or 0)
@@ -219,7 +222,7 @@ def count_flops(
     model.eval()
     try:
         counter = FlopCounterMode(display=False, depth=None, custom_mapping=_cpu_sdpa_mapping())
-        with torch.no_grad(), counter:
+        with torch.no_grad(), grouped_dispatch(model), counter:
             model(**inputs)
     finally:
         model.train(was_training)

@@ -27,7 +27,7 @@ def make_ffn(tiny_config, **kw) -> MoEFeedForward:
 @pytest.mark.parametrize("case", ["random", "one_expert_empty", "all_to_one"])
 def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case, path):
     ffn = make_ffn(tiny_config)
-    ffn.PAD_ROWS_PER_EXPERT = 10**6 if path == "padded" else -1  # force one path
+    ffn.dispatch_mode = path
     x = torch.randn(50, 32, requires_grad=True)
     index = torch.randint(0, 4, (50,))
     if case == "one_expert_empty":
@@ -53,14 +53,30 @@ def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case, path):
         assert ffn.w_in.grad[2].abs().sum() == 0 if case == "one_expert_empty" else ffn.w_in.grad[0].abs().sum() == 0
 
 
-def test_dispatch_picks_padded_only_when_groups_are_near_equal(tiny_config, monkeypatch):
-    ffn = make_ffn(tiny_config)  # 4 experts, PAD_ROWS_PER_EXPERT rows of slack each
+def groups(*sizes: int) -> torch.Tensor:
+    """An expert index with the given number of tokens per expert."""
+    return torch.cat([torch.full((n,), e) for e, n in enumerate(sizes)])
+
+
+def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypatch):
+    ffn = make_ffn(tiny_config)  # 4 experts; padding allowed per expert: max(16 rows, 1 row per 128 tokens)
     called = []
     monkeypatch.setattr(ffn, "_dispatch_padded", lambda *a: called.append("padded"))
     monkeypatch.setattr(ffn, "_dispatch_grouped", lambda *a: called.append("grouped"))
-    x = torch.randn(400, 32)
-    ffn.dispatch(x, torch.arange(400) % 4)  # 100 each: no padding
-    ffn.dispatch(x, torch.cat([torch.zeros(220, dtype=torch.long), torch.arange(180) % 3 + 1]))  # 220 vs 60
+    cases = [((100, 100, 100, 100), "padded"),  # no padding
+             ((116, 100, 92, 92), "padded"),  # 64 padding rows = 16 per expert
+             ((117, 100, 92, 91), "grouped"),  # 68
+             ((1030, 990, 990, 990), "padded"),  # 120 rows for 4000 tokens: under 4 x 4000 / 128
+             ((1060, 980, 980, 980), "grouped"),  # 240
+             ((220, 60, 60, 60), "grouped")]
+    for sizes, _ in cases:
+        index = groups(*sizes)
+        ffn.dispatch(torch.randn(index.numel(), 32), index)
+    assert called == [path for _, path in cases]
+    called.clear()
+    for mode in ("padded", "grouped"):
+        ffn.dispatch_mode = mode
+        ffn.dispatch(torch.randn(400, 32), groups(220, 60, 60, 60))
     assert called == ["padded", "grouped"]
 
 

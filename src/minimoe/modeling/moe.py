@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,9 +39,13 @@ class MoEFeedForward(nn.Module):
     With E = 1 there is no router and the layer is numerically a standard BERT FFN.
     """
 
-    # How many padding rows per expert the batched path may add before E separate matmuls are cheaper:
-    # on 2 CPU cores a separate matmul call costs about as much as ~25 extra rows, a batched one ~10.
+    # Zero rows per expert the batched path may add before E separate matmuls are cheaper: 16, or one per
+    # 128 tokens when that is more. Measured on 2 CPU cores (docs/performance.md): a separate call costs
+    # ~17 rows at 128 tokens, and at 4096 tokens the batched path wins from E = 16 (1.20 vs 1.28 x dense)
+    # but not at E = 4 (1.10 vs 1.07), where balanced groups still differ by ~30 rows.
     PAD_ROWS_PER_EXPERT = 16
+    PAD_ROWS_PER_TOKEN = 1 / 128
+    dispatch_mode = "auto"  # or "padded" / "grouped" to force one path (tests, benchmarks, FLOPs counting)
 
     def __init__(self, config: MiniMoEConfig):
         super().__init__()
@@ -69,16 +76,18 @@ class MoEFeedForward(nn.Module):
     def dispatch(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Run each token through its expert: x [N, H], index [N] -> [N, H].
 
-        Tokens are sorted by expert. When the groups are near equal (padding them to the largest costs fewer
-        rows than the per-matmul overhead of E separate calls, ~PAD_ROWS_PER_EXPERT each) they go through
-        one batched matmul pair; otherwise one matmul pair per group. The group sizes go to the host once
-        per layer (free on CPU). Both paths give the same outputs and gradients.
+        Tokens are sorted by expert. When the groups are near equal (padding them to the largest adds fewer
+        rows than E separate matmul calls cost) they go through one batched matmul pair; otherwise one
+        matmul pair per group. The group sizes go to the host once per layer (free on CPU). Both paths give
+        the same outputs and gradients.
         """
         E, N = self.num_experts, x.shape[0]
         order = index.argsort(stable=True)  # [N]
         counts = torch.bincount(index, minlength=E)  # [E]
         capacity = int(counts.max())
-        if E * capacity - N <= self.PAD_ROWS_PER_EXPERT * E:
+        allowed = E * max(self.PAD_ROWS_PER_EXPERT, N * self.PAD_ROWS_PER_TOKEN)  # zero rows worth one call each
+        near_equal = E * capacity - N <= allowed
+        if self.dispatch_mode == "padded" or (self.dispatch_mode == "auto" and near_equal):
             return self._dispatch_padded(x, index, order, counts, capacity)
         return self._dispatch_grouped(x, order, counts.tolist())
 
@@ -120,6 +129,24 @@ class MoEFeedForward(nn.Module):
         y = self.dropout(self.dispatch(x, index))  # [N, H]
         y = y * gate.unsqueeze(-1).to(y.dtype)
         return self.LayerNorm(h + y.view(B, T, H)), logits.view(B, T, -1)
+
+
+@contextmanager
+def grouped_dispatch(model: nn.Module) -> Iterator[None]:
+    """Within the block every MoE layer of `model` runs one matmul pair per expert group, never padded.
+
+    For counting the FLOPs of the top-1 computation itself: the padded path's zero rows are an
+    execution choice, not model compute.
+    """
+    layers = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    saved = [m.dispatch_mode for m in layers]
+    for m in layers:
+        m.dispatch_mode = "grouped"
+    try:
+        yield
+    finally:
+        for m, mode in zip(layers, saved):
+            m.dispatch_mode = mode
 
 
 def load_balance_loss(router_logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Training: throughput of one task-agnostic distillation step from the real all-MiniLM-L6-v2 teacher, the
+share of the step spent in the teacher, fp32 vs bf16 autocast, eager vs SDPA teacher attention."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+from timing import interleaved, median_ms, paired_ratio
+
+from .models import random_ids, shape_name
+from .presets import MINILM, Preset, log
+
+
+def bench_training(p: Preset) -> dict:
+    """MoE and dense student steps and the teacher's forward alone, one interleaved group, tuned malloc."""
+    from transformers import AutoModel
+
+    from minimoe.data.fetch import fetch_teacher
+    from minimoe.distill.losses import choose_relation_heads
+    from minimoe.distill.task_agnostic import RelationDistillation, build_student
+    from minimoe.distill.teachers import Teacher, load_teacher
+    from minimoe.distill.trainer import param_groups
+    from minimoe.recipe import StudentConfig
+
+    path = fetch_teacher(MINILM)
+    teacher = load_teacher(path)  # eager attention, as `minimoe distill` loads it
+    teacher_sdpa = Teacher(AutoModel.from_pretrained(path, attn_implementation="sdpa"), name=f"{MINILM} (sdpa)")
+    L, H, E = p.train_shape
+    B, T = p.train_tokens
+    ids = random_ids(teacher.vocab_size, B, T, seed=3)
+    mask = torch.ones_like(ids)
+
+    def objective_for(experts: int):
+        student = build_student(teacher, StudentConfig(layers=L, hidden=H, experts=experts), seed=0)
+        heads = choose_relation_heads(teacher.hidden_size, H, 32)
+        objective = RelationDistillation(student, teacher, heads, -1, "head").train()
+        optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-4)
+        return objective, optimizer
+
+    def step_fn(objective, optimizer, bf16: bool) -> Callable[[], None]:
+        params = [q for q in objective.parameters() if q.requires_grad]
+
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = objective(ids, mask)["loss"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return run
+
+    def teacher_fn(t, bf16: bool) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                t.qkv(ids, mask, layer=-1)
+        return run
+
+    moe_obj, moe_opt = objective_for(E)
+    dense_obj, dense_opt = objective_for(1)
+    student_name = f"{shape_name(L, H)} E={E}"
+    cases = {
+        f"step {student_name} fp32": step_fn(moe_obj, moe_opt, False),
+        f"step {student_name} bf16": step_fn(moe_obj, moe_opt, True),
+        f"step {shape_name(L, H)} dense fp32": step_fn(dense_obj, dense_opt, False),
+        "teacher.qkv fp32 (eager)": teacher_fn(teacher, False),
+        "teacher.qkv bf16 (eager)": teacher_fn(teacher, True),
+        "teacher.qkv fp32 (sdpa)": teacher_fn(teacher_sdpa, False),
+    }
+    log(f"  {len(cases)} cases at {B}x{T} x {p.repeats_train} interleaved repeats ...")
+    times, _ = interleaved(cases, p.repeats_train, warmup=2)
+    tokens = B * T
+    rows = [{"case": k, "ms": median_ms(t), "tokens_per_s": tokens / (median_ms(t) / 1e3)} for k, t in times.items()]
+    s32, s16 = times[f"step {student_name} fp32"], times[f"step {student_name} bf16"]
+    return {
+        "teacher": MINILM, "teacher_attention": "eager (as load_teacher)", "student": student_name,
+        "batch": B, "seq": T, "tokens_per_step": tokens, "optimizer": "AdamW + grad clip 5.0",
+        "rows": rows,
+        "tokens_per_s_fp32": tokens / statistics.median(s32),
+        "tokens_per_s_bf16": tokens / statistics.median(s16),
+        "teacher_share_fp32": paired_ratio(times["teacher.qkv fp32 (eager)"], s32),
+        "teacher_share_bf16": paired_ratio(times["teacher.qkv bf16 (eager)"], s16),
+        "bf16_over_fp32_step": paired_ratio(s16, s32),
+        "bf16_over_fp32_teacher": paired_ratio(times["teacher.qkv bf16 (eager)"], times["teacher.qkv fp32 (eager)"]),
+        "sdpa_over_eager_teacher": paired_ratio(times["teacher.qkv fp32 (sdpa)"], times["teacher.qkv fp32 (eager)"]),
+        "moe_over_dense_step": paired_ratio(s32, times[f"step {shape_name(L, H)} dense fp32"]),
+    }
+

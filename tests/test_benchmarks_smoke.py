@@ -1,0 +1,96 @@
+"""`benchmarks/run.py --smoke` end to end in a subprocess, so the benchmark suite cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # uses the real (already fetched) all-MiniLM-L6-v2
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, packaged_teacher: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the smoke suite once (tiny shapes, the already-fetched MiniLM teacher only), outputs in a temp dir."""
+    out = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(out / "perf.json"),
+               "--doc", str(out / "performance.md"), "--img-dir", str(out / "img")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def test_smoke_json_has_every_section(smoke_run):
+    out, _ = smoke_run
+    perf = json.loads((out / "perf.json").read_text())
+    assert {"schema", "meta", "inference", "scaling", "training", "dispatch", "targets", "profiles",
+            "headline"} <= set(perf)
+    meta = perf["meta"]
+    assert meta["smoke"] is True and {"cpu", "cores", "threads", "torch"} <= set(meta["hardware"])
+    assert {"load_before", "load_after", "command", "wall_time_s", "memory_method", "malloc"} <= set(meta)
+
+    inference = perf["inference"]
+    models = {m["model"]: m for m in inference["models"]}
+    assert "all-MiniLM-L6-v2" in models and {"dense", "moe", "teacher"} == {m["kind"] for m in models.values()}
+    assert all({"params", "active_params", "flops_per_seq"} <= set(m) for m in models.values())
+    row = inference["latency"][0]
+    assert {"model", "batch", "dtype", "ms", "seq_per_s", "tensor_peak_mb", "rss_peak_mb"} <= set(row)
+    for key in ("moe_vs_dense_stock_malloc", "moe_vs_dense_tuned_malloc"):
+        assert inference[key] and {"shape", "batch", "latency_ratio", "flops_ratio", "target", "met"} <= set(
+            inference[key][0])
+        for r in inference[key]:  # balanced routers (headline), grouped dispatch forced, random-init routers
+            for ratio in ("latency_ratio", "latency_ratio_grouped_dispatch", "latency_ratio_random_routers",
+                          "current_over_grouped_dispatch", "flops_ratio"):
+                assert positive(r[ratio]), (key, ratio, r)
+    variants = {r["model"].split(" ", 1)[1] for r in inference["routing"]}  # "<shape> <variant>"
+    assert variants == {"MoE E=4", "MoE E=4 (grouped dispatch)", "MoE E=4 (random routers)"}
+    for r in inference["routing"]:  # group sizes of every MoE layer on the timed inputs, and the path taken
+        assert r["batch"] in inference["batches"] and r["layers"]
+        for layer in r["layers"]:
+            assert len(layer["groups"]) == 4 and sum(layer["groups"]) == r["batch"] * inference["seq_len"]
+            allowed = ("grouped",) if r["model"].endswith("(grouped dispatch)") else ("padded", "grouped")
+            assert layer["path"] in allowed
+    balancing = inference["router_balancing"]
+    assert balancing["by_shape"] and all(b["groups"] for b in balancing["by_shape"].values())
+    assert inference["bf16"] and "bf16_over_fp32" in inference["bf16"][0]
+
+    scaling = perf["scaling"]
+    assert {"ratio_max_over_1", "target", "met", "rows"} <= set(scaling["experts"])
+    assert {"experts", "ms", "ratio_vs_e1", "load", "tensor_peak_mb"} <= set(scaling["experts"]["rows"][0])
+    assert positive(scaling["experts"]["ratio_max_over_1_random_routers"])
+    for r in scaling["experts"]["rows"]:
+        assert all(positive(r[k]) for k in ("ms", "ratio_vs_e1", "ms_random_routers", "ratio_vs_e1_random_routers"))
+        assert len(r["load_random_routers"]) == r["experts"]
+    for key in ("seq", "batch"):
+        assert {key, "experts", "ms", "us_per_token", "tensor_peak_mb", "rss_peak_mb"} <= set(scaling[key]["rows"][0])
+
+    training = perf["training"]
+    assert {"tokens_per_s_fp32", "tokens_per_s_bf16", "teacher_share_fp32", "bf16_over_fp32_step"} <= set(training)
+    assert 0 < training["teacher_share_fp32"] < 1.5
+
+    dispatch = perf["dispatch"]
+    assert {r["variant"] for r in dispatch["rows"]} == {"sorted (ours)", "naive loop+masks", "one-hot einsum",
+                                                         "dense FFN (E=1)"}
+    assert dispatch["outputs_match_sorted"] is True and {r["batch"] for r in dispatch["rows"]} == set(
+        dispatch["batches"])
+    assert all({"name", "value", "target", "met"} <= set(t) for t in perf["targets"])
+    assert len(perf["headline"]) >= 3
+
+
+def test_smoke_writes_plots_and_doc(smoke_run):
+    out, result = smoke_run
+    images = sorted(p.name for p in (out / "img").glob("perf_*.png"))
+    assert images == ["perf_dispatch.png", "perf_inference.png", "perf_layer_batch.png", "perf_layer_experts.png",
+                      "perf_layer_seq.png", "perf_moe_dense_ratio.png", "perf_training.png"]
+    doc = (out / "performance.md").read_text()
+    assert doc.startswith("# Performance") and "SMOKE RUN" in doc and "img/perf_inference.png" in doc
+    assert "## Routing" in doc and "### Dispatch fix: before/after" in doc
+    assert "headline" in result.stdout
