@@ -122,6 +122,21 @@ def test_balance_loss_is_one_when_balanced_and_e_when_collapsed():
     assert load_balance_loss(collapsed, None) > 3.9
 
 
+def test_balance_loss_matches_the_switch_formula_and_its_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 4, requires_grad=True)
+    mask = (torch.rand(3, 7) > 0.3).long()
+    ours = load_balance_loss(logits, mask)
+    probs = logits.softmax(-1)[mask.bool()]  # [n, E], real tokens only
+    chosen = torch.nn.functional.one_hot(probs.argmax(-1), 4).float()
+    direct = 4 * (probs.mean(0) * chosen.mean(0)).sum()
+    torch.testing.assert_close(ours, direct)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_direct,) = torch.autograd.grad(direct, logits)
+    torch.testing.assert_close(g_ours, g_direct)
+    assert g_ours[mask == 0].abs().max() == 0
+
+
 def test_balance_loss_ignores_padding():
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 4)
