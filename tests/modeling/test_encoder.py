@@ -76,11 +76,21 @@ def test_qkv_are_the_layer_projections(tiny_config, batch):
 def test_model_aux_loss_ignores_padding(tiny_config, batch):
     ids, mask = batch
     model = MiniMoEModel(tiny_config()).eval()
-    base = model(ids, mask).aux_loss
+    base = model(ids, mask, output_aux_loss=True).aux_loss
     other = ids.clone()
     other[mask == 0] = 5  # different padding content, same real tokens
-    torch.testing.assert_close(model(other, mask).aux_loss, base)
+    torch.testing.assert_close(model(other, mask, output_aux_loss=True).aux_loss, base)
     assert 0.9 < base < 4.0
+
+
+def test_aux_loss_only_in_training_or_on_request(tiny_config, batch):
+    ids, mask = batch
+    model = MiniMoEModel(tiny_config(router_noise=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    inference = model.eval()(ids, mask)
+    assert inference.aux_loss is None and len(inference.router_logits) == model.config.num_hidden_layers
+    requested = model(ids, mask, output_aux_loss=True).aux_loss
+    torch.testing.assert_close(model.train()(ids, mask).aux_loss, requested)
+    assert model(ids, mask, output_aux_loss=False).aux_loss is None
 
 
 def test_classification_loss_adds_weighted_aux(tiny_config, batch):

@@ -189,9 +189,14 @@ class MiniMoEModel(MiniMoEPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         output_qkv: bool = False,
+        output_aux_loss: bool | None = None,
         **kwargs,
     ) -> MiniMoEModelOutput:
-        """input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding)."""
+        """input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding).
+
+        `aux_loss` is computed in training mode or when `output_aux_loss=True`: it is a training loss, and its
+        ~15 small ops per layer are a visible share of a tiny student's batch-1 inference latency.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]
@@ -205,7 +210,7 @@ class MiniMoEModel(MiniMoEPreTrainedModel):
             if logits is not None:
                 router_logits.append(logits)
         aux_loss = None
-        if router_logits:
+        if router_logits and (self.training if output_aux_loss is None else output_aux_loss):
             aux_loss = torch.stack([load_balance_loss(lg, attention_mask) for lg in router_logits]).mean()
         return MiniMoEModelOutput(
             last_hidden_state=h,

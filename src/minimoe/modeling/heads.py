@@ -57,6 +57,7 @@ class MiniMoEForSequenceClassification(MiniMoEPreTrainedModel):
             token_type_ids=token_type_ids,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            output_aux_loss=True if labels is not None else None,
         )
         logits = self.classifier(self.dropout(out.pooler_output))  # [B, num_labels]
         loss = None
