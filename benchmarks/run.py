@@ -14,7 +14,7 @@ see --help). Sections, one module each under benchmarks/perf/:
 2. scaling of the MoE FFN layer (hidden 384, per-expert width 1536): time vs number of experts (balanced
    and random-init routers), vs sequence length, vs batch; peak memory of each.
 3. training: task-agnostic distillation step throughput from the real all-MiniLM-L6-v2 teacher, the share
-   of the step spent in the teacher, fp32 vs bf16 autocast.
+   of the step spent in the teacher, teacher Q/K/V live vs cached, fp32 vs bf16 autocast.
 4. dispatch: sorted (ours) vs the naive loop-with-masks vs a dense one-hot einsum, same inputs.
 5. a torch.profiler breakdown of every missed target.
 

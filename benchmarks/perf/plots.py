@@ -131,10 +131,9 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
     labels, totals, teach = [], [], []
     for dtype in ("fp32", "bf16"):
         step = rows[f"step {tr['student']} {dtype}"]["ms"]
-        share = tr[f"teacher_share_{dtype}"]
-        labels.append(f"{tr['student']} MoE, {dtype}")
-        totals.append(step)
-        teach.append(step * share)
+        labels += [f"{tr['student']} MoE, {dtype}", f"{tr['student']} MoE, {dtype}, teacher cached"]
+        totals += [step, rows[f"step {tr['student']} {dtype}, teacher cached"]["ms"]]
+        teach += [step * tr[f"teacher_share_{dtype}"], 0.0]
     ax.barh(labels, teach, color="tab:blue", label=f"teacher forward ({tr['teacher']} .qkv)")
     ax.barh(labels, [t - s for t, s in zip(totals, teach)], left=teach, color="tab:orange",
             label="student fwd + loss + backward + AdamW")

@@ -61,7 +61,9 @@ def headline(perf: dict) -> list[str]:
     tr = perf["training"]
     lines.append(f"distillation step {tr['student']} <- {tr['teacher']}, {tr['batch']}x{tr['seq']}: "
                  f"{tr['tokens_per_s_fp32']:,.0f} tokens/s fp32, {tr['tokens_per_s_bf16']:,.0f} bf16 autocast; "
-                 f"teacher share {100 * tr['teacher_share_fp32']:.0f}% (fp32)")
+                 f"teacher share {100 * tr['teacher_share_fp32']:.0f}% (fp32); teacher Q/K/V cached: "
+                 f"{tr['tokens_per_s_cached_fp32']:,.0f} tokens/s fp32 (step time x{tr['cached_over_live_step_fp32']:.2f}), "
+                 f"{tr['tokens_per_s_cached_bf16']:,.0f} bf16")
     dp = perf["dispatch"]
     d = {(r["mode"], r["variant"]): r for r in dp["rows"] if r["batch"] == dp["batch"]}
     lines.append(f"dispatch {dp['batch']}x{dp['seq']} E={dp['experts']}, inference ms (x sorted): " + ", ".join(
@@ -245,13 +247,16 @@ def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
            f"`minimoe distill` loads it: {tr['teacher_attention']}; student {tr['student']} with the relation head; "
            f"{tr['optimizer']}) on batch {tr['batch']} x seq {tr['seq']} = {tr['tokens_per_step']} tokens, tuned "
            "malloc. bf16 = `torch.autocast(\"cpu\", dtype=torch.bfloat16)` around the forward (teacher included), "
-           "as accelerate's `mixed_precision=bf16` does. The student is freshly initialised (random-init routers), "
-           "as at the start of distillation.", ""]
+           "as accelerate's `mixed_precision=bf16` does. *teacher cached* = the step fed the teacher's Q/K/V as "
+           "`--cache_teacher` does (float16 [B, T, 3, H], computed once per corpus), so the teacher does not run. "
+           "The student is freshly initialised (random-init routers), as at the start of distillation.", ""]
     out += [md_table(["case", "ms", "tokens/s"], [[r["case"], f"{r['ms']:.1f}", f"{r['tokens_per_s']:,.0f}"]
                                                   for r in tr["rows"]]), ""]
     out += [md_table(["quantity (paired)", "value"], [
         ["teacher share of the step, fp32", f"{100 * tr['teacher_share_fp32']:.1f}%"],
         ["teacher share of the step, bf16", f"{100 * tr['teacher_share_bf16']:.1f}%"],
+        ["cached / live teacher step time, fp32", f"{tr['cached_over_live_step_fp32']:.3f}"],
+        ["cached / live teacher step time, bf16", f"{tr['cached_over_live_step_bf16']:.3f}"],
         ["bf16 / fp32 step time", f"{tr['bf16_over_fp32_step']:.3f}"],
         ["bf16 / fp32 teacher time", f"{tr['bf16_over_fp32_teacher']:.3f}"],
         ["teacher sdpa / eager time", f"{tr['sdpa_over_eager_teacher']:.3f}"],

@@ -1,5 +1,6 @@
 """Training: throughput of one task-agnostic distillation step from the real all-MiniLM-L6-v2 teacher, the
-share of the step spent in the teacher, fp32 vs bf16 autocast, eager vs SDPA teacher attention."""
+share of the step spent in the teacher, teacher Q/K/V live vs cached (`--cache_teacher`), fp32 vs bf16
+autocast, eager vs SDPA teacher attention."""
 
 from __future__ import annotations
 
@@ -39,12 +40,12 @@ def bench_training(p: Preset) -> dict:
         optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-4)
         return objective, optimizer
 
-    def step_fn(objective, optimizer, bf16: bool) -> Callable[[], None]:
+    def step_fn(objective, optimizer, bf16: bool, teacher_qkv: torch.Tensor | None = None) -> Callable[[], None]:
         params = [q for q in objective.parameters() if q.requires_grad]
 
         def run() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = objective(ids, mask)["loss"]
+                loss = objective(ids, mask, teacher_qkv=teacher_qkv)["loss"]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
@@ -59,10 +60,14 @@ def bench_training(p: Preset) -> dict:
 
     moe_obj, moe_opt = objective_for(E)
     dense_obj, dense_opt = objective_for(1)
+    with torch.no_grad():  # what the teacher cache hands the step: float16 [B, T, 3, H]
+        cached = torch.stack(teacher.qkv(ids, mask, layer=-1), dim=2).to(torch.float16)
     student_name = f"{shape_name(L, H)} E={E}"
     cases = {
         f"step {student_name} fp32": step_fn(moe_obj, moe_opt, False),
         f"step {student_name} bf16": step_fn(moe_obj, moe_opt, True),
+        f"step {student_name} fp32, teacher cached": step_fn(moe_obj, moe_opt, False, cached),
+        f"step {student_name} bf16, teacher cached": step_fn(moe_obj, moe_opt, True, cached),
         f"step {shape_name(L, H)} dense fp32": step_fn(dense_obj, dense_opt, False),
         "teacher.qkv fp32 (eager)": teacher_fn(teacher, False),
         "teacher.qkv bf16 (eager)": teacher_fn(teacher, True),
@@ -73,12 +78,17 @@ def bench_training(p: Preset) -> dict:
     tokens = B * T
     rows = [{"case": k, "ms": median_ms(t), "tokens_per_s": tokens / (median_ms(t) / 1e3)} for k, t in times.items()]
     s32, s16 = times[f"step {student_name} fp32"], times[f"step {student_name} bf16"]
+    c32, c16 = times[f"step {student_name} fp32, teacher cached"], times[f"step {student_name} bf16, teacher cached"]
     return {
         "teacher": MINILM, "teacher_attention": "eager (as load_teacher)", "student": student_name,
         "batch": B, "seq": T, "tokens_per_step": tokens, "optimizer": "AdamW + grad clip 5.0",
         "rows": rows,
         "tokens_per_s_fp32": tokens / statistics.median(s32),
         "tokens_per_s_bf16": tokens / statistics.median(s16),
+        "tokens_per_s_cached_fp32": tokens / statistics.median(c32),
+        "tokens_per_s_cached_bf16": tokens / statistics.median(c16),
+        "cached_over_live_step_fp32": paired_ratio(c32, s32),
+        "cached_over_live_step_bf16": paired_ratio(c16, s16),
         "teacher_share_fp32": paired_ratio(times["teacher.qkv fp32 (eager)"], s32),
         "teacher_share_bf16": paired_ratio(times["teacher.qkv bf16 (eager)"], s16),
         "bf16_over_fp32_step": paired_ratio(s16, s32),
