@@ -127,7 +127,7 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
     # -- training step breakdown
     tr = perf["training"]
     rows = {r["case"]: r for r in tr["rows"]}
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.6))
     labels, totals, teach = [], [], []
     for dtype in ("fp32", "bf16"):
         step = rows[f"step {tr['student']} {dtype}"]["ms"]
@@ -144,7 +144,7 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
     ax.invert_yaxis()
     ax.set_xlabel("time per distillation step (ms, median)")
     ax.set_title(f"Task-agnostic distillation step, batch {tr['batch']} x seq {tr['seq']}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     save(fig, "training")
 
     # -- dispatch comparison
