@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-quick test bench
+.PHONY: setup demo demo-quick test bench bench-layer study
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -22,5 +22,11 @@ demo-quick: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: setup  # docs/performance.md, about 5 minutes
+	$(BIN)/python benchmarks/run.py
+
+bench-layer: setup  # the single MoE layer vs dense check, under a minute
 	$(BIN)/python benchmarks/moe_layer.py
+
+study: setup  # docs/results.md: the capacity-gap grid, about 2 hours, resumable
+	$(BIN)/minimoe study --output_dir runs/study
