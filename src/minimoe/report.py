@@ -58,7 +58,8 @@ def plot_curves(metrics_path: str | Path, png: str | Path, keys: tuple[str, ...]
 def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path:
     """Score against GFLOPs, one labelled marker per model, like the paper's motivation figure.
 
-    Each point: {"label", "gflops", "score", "series"}; points of one series are joined by a line.
+    Each point: {"label", "gflops", "score", "series"} and optionally "err" (a +-bar, e.g. the std over
+    seeds); points of one series are joined by a line.
     """
     import matplotlib
 
@@ -74,8 +75,11 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     for i, (name, pts) in enumerate(series.items()):
         pts = sorted(pts, key=lambda p: p["gflops"])
         marker = "*" if "teacher" in name else ("s" if "dense" in name else "o")
-        ax.plot([p["gflops"] for p in pts], [p["score"] for p in pts], marker=marker, markersize=9 if marker == "*" else 6,
-                label=name, alpha=0.9)
+        line, = ax.plot([p["gflops"] for p in pts], [p["score"] for p in pts], marker=marker,
+                        markersize=9 if marker == "*" else 6, label=name, alpha=0.9)
+        if any(p.get("err") for p in pts):
+            ax.errorbar([p["gflops"] for p in pts], [p["score"] for p in pts], yerr=[p.get("err", 0) for p in pts],
+                        fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.7)
         for p in pts:  # stagger labels by series so coinciding points stay readable
             ax.annotate(p["label"], (p["gflops"], p["score"]), textcoords="offset points", xytext=(5, 5 - 11 * i),
                         fontsize=7)

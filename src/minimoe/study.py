@@ -177,10 +177,11 @@ class Study:
         atomic_write_text(self.out / "study.md", markdown_table(rows, columns) + "\n")
         atomic_write_text(self.out / "study.json", json.dumps({"config": asdict(self.cfg), "rows": rows}, indent=2))
         points = [{"label": r["model"].split()[0] if r["model"] != "teacher" else "teacher",
-                   "gflops": r["GFLOPs"], "score": r["average"],
+                   "gflops": r["GFLOPs"], "score": r["average"], "err": r["average sd"],
                    "series": f"{r['teacher']} / " + ("teacher" if r["model"] == "teacher" else r["model"].split(" ", 1)[1])}
                   for r in rows]
-        plot_score_vs_flops(points, self.out / "score_vs_flops.png", "average dev score vs FLOPs (seq 128)")
+        bars = "; bars: std over seeds" if len(self.cfg.seeds) > 1 else ""
+        plot_score_vs_flops(points, self.out / "score_vs_flops.png", f"average dev score vs FLOPs (seq 128{bars})")
         print("\n" + markdown_table(rows, columns))
         print(f"\nwrote {self.out / 'study.md'}, {self.out / 'study.json'}, {self.out / 'score_vs_flops.png'}")
 
