@@ -31,6 +31,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     rows = run_study(cfg)
     assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
+    assert "distill KL" not in rows[0] and all(0 < r["distill KL"] < 10 for r in rows[1:])
     assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(rows[1]["paper GMACs"], rel=0.01)
     out = tmp_path / "study"
     assert (out / "score_vs_flops.png").stat().st_size > 1000 and "MiniMoE" in (out / "study.md").read_text()

@@ -25,7 +25,9 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _cell(value) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"  # small values (KL, sd) keep 3 digits
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -66,27 +68,27 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import NullFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     series: dict[str, list[dict]] = {}
     for p in points:
         series.setdefault(p["series"], []).append(p)
+    ticks: dict[float, str] = {}  # each x position is labelled once, under the axis
     for i, (name, pts) in enumerate(series.items()):
         pts = sorted(pts, key=lambda p: p["gflops"])
+        shift = 1 + 0.025 * (i - (len(series) - 1) / 2)  # spread coinciding points (and their bars) apart
+        xs, ys = [p["gflops"] * shift for p in pts], [p["score"] for p in pts]
         marker = "*" if "teacher" in name else ("s" if "dense" in name else "o")
-        line, = ax.plot([p["gflops"] for p in pts], [p["score"] for p in pts], marker=marker,
-                        markersize=9 if marker == "*" else 6, label=name, alpha=0.9)
+        line, = ax.plot(xs, ys, marker=marker, markersize=10 if marker == "*" else 6, label=name, alpha=0.9)
         if any(p.get("err") for p in pts):
-            ax.errorbar([p["gflops"] for p in pts], [p["score"] for p in pts], yerr=[p.get("err", 0) for p in pts],
-                        fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.7)
-        for p in pts:  # stagger labels by series so coinciding points stay readable
-            ax.annotate(p["label"], (p["gflops"], p["score"]), textcoords="offset points", xytext=(5, 5 - 11 * i),
-                        fontsize=7)
+            ax.errorbar(xs, ys, yerr=[p.get("err", 0) for p in pts], fmt="none", ecolor=line.get_color(),
+                        capsize=3, alpha=0.7)
+        for p in pts:
+            ticks.setdefault(round(p["gflops"], 2), f"{p['label']}\n{p['gflops']:.2g}")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xticks(list(ticks), list(ticks.values()), fontsize=7)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("GFLOPs per sequence (log scale)")
     ax.set_ylabel("average dev score")
     ax.set_title(title)

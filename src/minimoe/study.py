@@ -22,7 +22,7 @@ from minimoe.flops import count_flops, count_parameters
 from minimoe.io import atomic_write_text
 from minimoe.latency import measure_latency
 from minimoe.recipe import DistillConfig, FinetuneConfig, StudentConfig, TrainConfig, dump_recipe
-from minimoe.report import markdown_table, plot_score_vs_flops
+from minimoe.report import markdown_table, plot_score_vs_flops, read_metrics
 from minimoe.resolve import load_pretrained
 
 
@@ -64,6 +64,12 @@ def parse_size(size: str) -> tuple[int, int]:
 def short(teacher: str) -> str:
     """A directory-safe teacher name."""
     return Path(teacher).name or teacher.replace("/", "_")
+
+
+def final_relation_kl(distill_dir: Path) -> float:
+    """The relation KL at the last logged distillation step: how closely the student fits the teacher."""
+    logged = [m["train/relation_kl"] for m in read_metrics(distill_dir / "metrics.jsonl") if "train/relation_kl" in m]
+    return logged[-1] if logged else float("nan")
 
 
 def _once(results_file: Path, run) -> dict:
@@ -138,15 +144,17 @@ class Study:
             for size in self.cfg.sizes:
                 for experts in self.cfg.experts:
                     scores: dict[str, list[float]] = {t: [] for t in self.cfg.tasks}
+                    kls = []
                     for seed in self.cfg.seeds:
                         student = self.distill(teacher, size, experts, seed)
+                        kls.append(final_relation_kl(student.parent))
                         for task in self.cfg.tasks:
                             name = f"{short(teacher)}/{size}-E{experts}-s{seed}/finetune"
                             result = self.finetune(str(student), name, task, seed, teacher_dir[task])
                             scores[task].append(100 * result["best"]["score"])
                             best = result["best_dir"]
                     kind = "dense" if experts == 1 else f"MiniMoE E={experts}"
-                    rows.append(self.row(teacher, f"{size} {kind}", scores, best))
+                    rows.append(self.row(teacher, f"{size} {kind}", scores, best) | {"distill KL": statistics.mean(kls)})
         self.add_relative(rows)
         self.write(rows)
         return rows
@@ -173,6 +181,7 @@ class Study:
         """study.md (table), study.json (rows) and score_vs_flops.png."""
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
+        columns += ["distill KL"]
         columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")] + ["average", "average sd", "% of teacher", "seeds"]
         atomic_write_text(self.out / "study.md", markdown_table(rows, columns) + "\n")
         atomic_write_text(self.out / "study.json", json.dumps({"config": asdict(self.cfg), "rows": rows}, indent=2))
