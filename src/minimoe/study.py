@@ -182,7 +182,9 @@ class Study:
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
         columns += ["distill KL"]
-        columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")] + ["average", "average sd", "% of teacher", "seeds"]
+        spread = len(self.cfg.seeds) > 1  # std columns only when there is a spread to show
+        columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")[: 1 + spread]]
+        columns += ["average", "average sd"][: 1 + spread] + ["% of teacher", "seeds"]
         atomic_write_text(self.out / "study.md", markdown_table(rows, columns) + "\n")
         atomic_write_text(self.out / "study.json", json.dumps({"config": asdict(self.cfg), "rows": rows}, indent=2))
         points = [{"label": r["model"].split()[0] if r["model"] != "teacher" else "teacher",
