@@ -27,7 +27,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
                       experts=[1, 4], seeds=[1, 2], tasks=["sst2"], data_root=str(tmp_path / "data"),
                       corpus=[str(tiny_corpus)], max_length=24, distill_steps=3, distill_sequences=24,
                       train_examples=0, eval_examples=0, student_epochs=1, teacher_epochs=1, kd_alpha=0.5,
-                      measure_latency=False)
+                      relation_heads=2, measure_latency=False)
     rows = run_study(cfg)
     assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
@@ -36,6 +36,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     out = tmp_path / "study"
     assert (out / "score_vs_flops.png").stat().st_size > 1000 and "MiniMoE" in (out / "study.md").read_text()
     summary = out / tiny_teacher_dir.name / "1L-32H-E4-s2" / "distill" / "summary.json"
+    assert json.loads(summary.read_text())["relation_heads"] == 2
     stamp = summary.stat().st_mtime_ns
     again = run_study(cfg)  # every stage is found done
     assert summary.stat().st_mtime_ns == stamp

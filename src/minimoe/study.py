@@ -42,6 +42,7 @@ class StudyConfig:
     distill_steps: int = 300
     distill_sequences: int = 9600  # = distill_steps x 32: one pass, teacher Q/K/V cached once
     distill_lr: float = 5e-4
+    relation_heads: int = 32  # MiniLMv2 relation heads (the largest divisor of both widths not above this)
     train_examples: int = 6000  # per task, the same subset for every model (0 = all)
     eval_examples: int = 2000
     student_epochs: float = 3.0
@@ -92,7 +93,7 @@ class Study:
         name = f"{short(teacher)}/{size}-E{experts}-s{seed}/distill"
         cfg = DistillConfig(
             teacher=teacher, corpus=self.cfg.corpus, max_length=self.cfg.max_length,
-            max_sequences=self.cfg.distill_sequences, cache_teacher=True,
+            max_sequences=self.cfg.distill_sequences, cache_teacher=True, relation_heads=self.cfg.relation_heads,
             student=StudentConfig(layers=layers, hidden=hidden, experts=experts, intermediate=4 * hidden),
             train=self.train_config(name, seed=seed, lr=self.cfg.distill_lr, warmup_ratio=0.05,
                                     max_steps=self.cfg.distill_steps, save_every=100),
