@@ -21,6 +21,7 @@ def bench_training(p: Preset) -> dict:
     from minimoe.data.fetch import fetch_teacher
     from minimoe.distill.losses import choose_relation_heads
     from minimoe.distill.task_agnostic import RelationDistillation, build_student
+    from minimoe.distill.teacher_cache import packed_qkv
     from minimoe.distill.teachers import Teacher, load_teacher
     from minimoe.distill.trainer import param_groups
     from minimoe.recipe import StudentConfig
@@ -61,7 +62,7 @@ def bench_training(p: Preset) -> dict:
     moe_obj, moe_opt = objective_for(E)
     dense_obj, dense_opt = objective_for(1)
     with torch.no_grad():  # what the teacher cache hands the step: float16 [B, T, 3, H]
-        cached = torch.stack(teacher.qkv(ids, mask, layer=-1), dim=2).to(torch.float16)
+        cached = packed_qkv(teacher, ids, mask)
     student_name = f"{shape_name(L, H)} E={E}"
     cases = {
         f"step {student_name} fp32": step_fn(moe_obj, moe_opt, False),

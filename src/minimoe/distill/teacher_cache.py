@@ -37,6 +37,12 @@ def cache_key(teacher_dir: str, layer: int, data: Dataset) -> str:
     return hashlib.sha256(json.dumps([stamp, layer, _identity(data)]).encode()).hexdigest()[:24]
 
 
+def packed_qkv(teacher: Teacher, input_ids, attention_mask, token_type_ids=None, layer: int = -1) -> torch.Tensor:
+    """The teacher's Q/K/V of `layer` as the cache stores them: float16 [B, T, 3, H]."""
+    q, k, v = teacher.qkv(input_ids, attention_mask, token_type_ids, layer=layer)
+    return torch.stack((q, k, v), dim=2).to(torch.float16)
+
+
 @torch.no_grad()
 def build_teacher_cache(teacher: Teacher, data: Dataset, collate, layer: int, directory: Path,
                         batch_size: int = 64) -> Path:
@@ -53,8 +59,7 @@ def build_teacher_cache(teacher: Teacher, data: Dataset, collate, layer: int, di
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
         row = 0
         for batch in tqdm(loader, desc="teacher Q/K/V cache", unit="batch"):
-            q, k, v = teacher.qkv(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer=layer)
-            qkv = torch.stack((q, k, v), dim=2).to(torch.float16)  # [B, T, 3, H]
+            qkv = packed_qkv(teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer)
             for seq in qkv:
                 store[offsets[row]: offsets[row + 1]] = seq[: lengths[row]].numpy()
                 row += 1
