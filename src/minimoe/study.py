@@ -192,7 +192,7 @@ class Study:
                    "gflops": r["GFLOPs"], "score": r["average"], "err": r["average sd"],
                    "series": f"{r['teacher']} / " + ("teacher" if r["model"] == "teacher" else r["model"].split(" ", 1)[1])}
                   for r in rows]
-        bars = "; bars: std over seeds" if len(self.cfg.seeds) > 1 else ""
+        bars = "; bars: std over seeds" if spread else ""
         plot_score_vs_flops(points, self.out / "score_vs_flops.png", f"average dev score vs FLOPs (seq 128{bars})")
         print("\n" + markdown_table(rows, columns))
         print(f"\nwrote {self.out / 'study.md'}, {self.out / 'study.json'}, {self.out / 'score_vs_flops.png'}")
