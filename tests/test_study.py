@@ -14,6 +14,13 @@ def test_parse_size():
         parse_size("big")
 
 
+@pytest.mark.parametrize("bad, message", [({"sizes": ["4L-192H", "big"]}, "big"), ({"relation_heads": 0}, "relation_heads")])
+def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
+    with pytest.raises(MiniMoEError, match=message):
+        run_study(StudyConfig(output_dir=str(tmp_path / "study"), **bad))
+    assert not (tmp_path / "study").exists()
+
+
 @pytest.mark.slow
 def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))

@@ -199,6 +199,10 @@ class Study:
 
 
 def run_study(cfg: StudyConfig) -> list[dict]:
-    """Fetch what the grid needs, then run it."""
+    """Check the grid's settings (before hours of teacher fine-tuning), then run it."""
+    for size in cfg.sizes:
+        parse_size(size)
+    if cfg.relation_heads < 1:
+        raise MiniMoEError(f"relation_heads must be at least 1, got {cfg.relation_heads}")
     cache_dir().mkdir(parents=True, exist_ok=True)
     return Study(cfg).run()
