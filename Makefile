@@ -1,16 +1,16 @@
 # The two commands of the README: `make demo` (the main job end to end) and `make test`.
-# Both create the virtualenv on first use; torch is pinned to the local CPU wheel in pyproject.toml.
+# Both create the virtualenv on first use; constraints.txt pins torch to the local CPU wheel.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-quick test bench bench-layer study
+.PHONY: setup demo demo-quick test lint format bench bench-layer study
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 demo: setup
@@ -19,8 +19,16 @@ demo: setup
 demo-quick: setup
 	$(BIN)/minimoe demo --quick
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+lint: setup  # ruff: lint rules and formatting, checked (`make format` applies them)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 bench: setup  # docs/performance.md, about 5 minutes
 	$(BIN)/python benchmarks/run.py

@@ -49,6 +49,7 @@ INFERENCE_TARGET = 1.15
 # Variants
 # ----------------------------------------------------------------------------------------------
 
+
 class NaiveMoEFeedForward(MoEFeedForward):
     """The authors' dispatch: per expert, a boolean mask, a gather, the expert, a masked scatter."""
 
@@ -62,9 +63,7 @@ class NaiveMoEFeedForward(MoEFeedForward):
 
 
 def build(cls: type[MoEFeedForward], hidden: int, experts: int, seed: int = 0) -> MoEFeedForward:
-    cfg = MiniMoEConfig(vocab_size=128, hidden_size=hidden, num_hidden_layers=1,
-                        num_attention_heads=max(1, hidden // 32), intermediate_size=4 * hidden,
-                        num_experts=experts, max_position_embeddings=8)
+    cfg = MiniMoEConfig.for_student(1, hidden, experts, vocab_size=128, max_position_embeddings=8)
     torch.manual_seed(seed)
     m = cls(cfg)
     with torch.no_grad():  # BERT init for the experts, PyTorch default for the router (as the model)
@@ -79,11 +78,13 @@ def build(cls: type[MoEFeedForward], hidden: int, experts: int, seed: int = 0) -
 # Timed callables (the timing loop itself is in timing.py, shared with run.py)
 # ----------------------------------------------------------------------------------------------
 
+
 def inference_fn(module: MoEFeedForward, h: torch.Tensor, bf16: bool = False) -> Callable[[], None]:
     def run() -> None:
         module.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             module(h)
+
     return run
 
 
@@ -94,12 +95,14 @@ def train_fn(module: MoEFeedForward, h: torch.Tensor) -> Callable[[], None]:
             p.grad = None
         out, _ = module(h)
         out.sum().backward()
+
     return run
 
 
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -111,9 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="re-run under glibc settings that keep freed memory mapped (no page faults on the "
-                         "large dense activations): isolates compute from allocator effects")
+    ap.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="re-run under glibc settings that keep freed memory mapped (no page faults on the "
+        "large dense activations): isolates compute from allocator effects",
+    )
     args = ap.parse_args(argv)
     if args.tune_malloc and argv is None and MALLOC_ENV[0] not in os.environ:
         os.environ.update(dict(zip(MALLOC_ENV, MALLOC_VALUES)))
@@ -174,24 +180,42 @@ def main(argv: list[str] | None = None) -> int:
     for name, ms in median_ms.items():
         mode, variant = name.split("/")
         base = median_ms[f"{mode}/dense"]
-        rows.append({"mode": mode, "variant": variant, "ms": ms, "ratio": ms / base, "paired_ratio": paired(name),
-                     "min_ms": 1e3 * min(times[name]), "max_ms": 1e3 * max(times[name]),
-                     "page_faults": statistics.median(faults[name])})
+        rows.append(
+            {
+                "mode": mode,
+                "variant": variant,
+                "ms": ms,
+                "ratio": ms / base,
+                "paired_ratio": paired(name),
+                "min_ms": 1e3 * min(times[name]),
+                "max_ms": 1e3 * max(times[name]),
+                "page_faults": statistics.median(faults[name]),
+            }
+        )
 
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    print(f"hardware: {cpu_model()} | {os.cpu_count()} cores, torch threads {torch.get_num_threads()} | "
-          f"torch {torch.__version__} | {' '.join(isa) or 'no avx2'} | "
-          f"1-min load avg {load_before:.2f} before, {os.getloadavg()[0]:.2f} after | {malloc}")
-    print(f"shape: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, hidden {H}, "
-          f"per-expert width {4 * H}, E = {E} vs dense E = 1 | expert load {load} | "
-          f"naive == sorted dispatch: {same}, naive grads == sorted grads: {same_grads} | median of {args.repeats} interleaved repeats")
+    print(
+        f"hardware: {cpu_model()} | {os.cpu_count()} cores, torch threads {torch.get_num_threads()} | "
+        f"torch {torch.__version__} | {' '.join(isa) or 'no avx2'} | "
+        f"1-min load avg {load_before:.2f} before, {os.getloadavg()[0]:.2f} after | {malloc}"
+    )
+    print(
+        f"shape: batch {args.batch} x seq {args.seq} = {args.batch * args.seq} tokens, hidden {H}, "
+        f"per-expert width {4 * H}, E = {E} vs dense E = 1 | expert load {load} | "
+        f"naive == sorted dispatch: {same}, naive grads == sorted grads: {same_grads} | "
+        f"median of {args.repeats} interleaved repeats"
+    )
     print()
-    print(f"{'mode':<16}{'variant':<9}{'median ms':>10}{'min ms':>9}{'max ms':>9}"
-          f"{'ratio vs dense':>16}{'paired ratio':>14}{'faults/call':>13}")
+    print(
+        f"{'mode':<16}{'variant':<9}{'median ms':>10}{'min ms':>9}{'max ms':>9}"
+        f"{'ratio vs dense':>16}{'paired ratio':>14}{'faults/call':>13}"
+    )
     for r in rows:
-        print(f"{r['mode']:<16}{r['variant']:<9}{r['ms']:>10.1f}{r['min_ms']:>9.1f}{r['max_ms']:>9.1f}"
-              f"{r['ratio']:>16.3f}{r['paired_ratio']:>14.3f}{r['page_faults']:>13.0f}")
+        print(
+            f"{r['mode']:<16}{r['variant']:<9}{r['ms']:>10.1f}{r['min_ms']:>9.1f}{r['max_ms']:>9.1f}"
+            f"{r['ratio']:>16.3f}{r['paired_ratio']:>14.3f}{r['page_faults']:>13.0f}"
+        )
     print()
 
     def ratio(mode: str, variant: str) -> float:
@@ -199,23 +223,34 @@ def main(argv: list[str] | None = None) -> int:
 
     headline = ratio("inference", "moe")
     mark = "" if headline <= INFERENCE_TARGET else "  MISSED"
-    print(f"MoE/dense inference ratio: {headline:.3f} (target <= {INFERENCE_TARGET}){mark}"
-          f"   [paired median; ratio of medians {median_ms['inference/moe'] / median_ms['inference/dense']:.3f}, "
-          f"of minimums {min(times['inference/moe']) / min(times['inference/dense']):.3f}]")
+    print(
+        f"MoE/dense inference ratio: {headline:.3f} (target <= {INFERENCE_TARGET}){mark}"
+        f"   [paired median; ratio of medians {median_ms['inference/moe'] / median_ms['inference/dense']:.3f}, "
+        f"of minimums {min(times['inference/moe']) / min(times['inference/dense']):.3f}]"
+    )
     print(f"MoE/dense training-step ratio: {ratio('train', 'moe'):.3f}")
-    print(f"naive/dense inference ratio: {ratio('inference', 'naive'):.3f}, "
-          f"training-step ratio: {ratio('train', 'naive'):.3f}")
+    print(
+        f"naive/dense inference ratio: {ratio('inference', 'naive'):.3f}, "
+        f"training-step ratio: {ratio('train', 'naive'):.3f}"
+    )
     if not args.no_bf16:
-        print(f"bf16 autocast MoE/dense inference ratio: {ratio('bf16 inference', 'moe'):.3f} "
-              f"(bf16 dense / fp32 dense: {median_ms['bf16 inference/dense'] / median_ms['inference/dense']:.3f}); "
-              f"bf16 weights (model.to(bfloat16), no autocast): {ratio('bf16 weights', 'moe'):.3f}")
+        print(
+            f"bf16 autocast MoE/dense inference ratio: {ratio('bf16 inference', 'moe'):.3f} "
+            f"(bf16 dense / fp32 dense: {median_ms['bf16 inference/dense'] / median_ms['inference/dense']:.3f}); "
+            f"bf16 weights (model.to(bfloat16), no autocast): {ratio('bf16 weights', 'moe'):.3f}"
+        )
     elapsed = time.perf_counter() - started
     print(f"benchmark wall time: {elapsed:.0f} s")
 
     if args.json is not None:
         result = {
-            "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                         "torch": torch.__version__, "isa": isa},
+            "hardware": {
+                "cpu": cpu_model(),
+                "cores": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "isa": isa,
+            },
             "malloc": malloc,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "expert_load": load,

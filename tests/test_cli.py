@@ -13,15 +13,37 @@ from safetensors.torch import load_file, save_file
 
 from minimoe.cli import main
 
-DISTILL = ["--student.layers", "1", "--student.hidden", "32", "--student.heads", "4", "--student.intermediate", "32",
-           "--max_length", "24", "--relation_heads", "4", "--train.batch_size", "4", "--train.threads", "1"]
+DISTILL = [
+    "--student.layers",
+    "1",
+    "--student.hidden",
+    "32",
+    "--student.heads",
+    "4",
+    "--student.intermediate",
+    "32",
+    "--max_length",
+    "24",
+    "--relation_heads",
+    "4",
+    "--train.batch_size",
+    "4",
+    "--train.threads",
+    "1",
+]
 
 
 @pytest.fixture
 def task_dir(tmp_path):
     """A movie-sentiment-style task (sentence<TAB>label) in the tiny teacher's vocabulary."""
-    rows = ["the film was new and known", "the game was large", "people found the album", "the team played music",
-            "a river in the north", "school and war"]
+    rows = [
+        "the film was new and known",
+        "the game was large",
+        "people found the album",
+        "the team played music",
+        "a river in the north",
+        "school and war",
+    ]
     lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
     for split in ("train", "dev"):
         (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
@@ -29,31 +51,74 @@ def task_dir(tmp_path):
 
 
 def distill(teacher, corpus, out, *extra):
-    return main(["distill", "--teacher", str(teacher), "--corpus", str(corpus), "--train.output_dir", str(out),
-                 *DISTILL, *extra])
+    return main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--corpus",
+            str(corpus),
+            "--train.output_dir",
+            str(out),
+            *DISTILL,
+            *extra,
+        ]
+    )
 
 
 def test_distill_then_finetune_with_kd(tiny_teacher_dir, tiny_corpus, task_dir, tmp_path, capsys):
     assert distill(tiny_teacher_dir, tiny_corpus, tmp_path / "d", "--train.max_steps", "4") == 0
-    assert "== distillation done ==" in capsys.readouterr().out
+    assert "== distill done ==" in capsys.readouterr().out
     student = tmp_path / "d" / "student"
     assert not any("relation" in k or "pooler" in k for k in load_file(student / "model.safetensors"))
     assert (tmp_path / "d" / "recipe.yaml").is_file() and (tmp_path / "d" / "metrics.jsonl").is_file()
+    assert (tmp_path / "d" / "curves.png").stat().st_size > 1000  # the job plots its own curves
 
-    common = ["--task", "sst2", "--data_dir", str(task_dir), "--train.epochs", "2", "--train.batch_size", "8",
-              "--max_length", "16", "--train.threads", "1"]
+    common = [
+        "--task",
+        "sst2",
+        "--data_dir",
+        str(task_dir),
+        "--train.epochs",
+        "2",
+        "--train.batch_size",
+        "8",
+        "--max_length",
+        "16",
+        "--train.threads",
+        "1",
+    ]
     assert main(["finetune", "--model", str(tiny_teacher_dir), "--train.output_dir", str(tmp_path / "t"), *common]) == 0
-    assert main(["finetune", "--model", str(student), "--teacher", str(tmp_path / "t" / "best"),
-                 "--train.output_dir", str(tmp_path / "s"), *common]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(student),
+                "--teacher",
+                str(tmp_path / "t" / "best"),
+                "--train.output_dir",
+                str(tmp_path / "s"),
+                *common,
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert results["kd_teacher"] and 0.0 <= results["best"]["accuracy"] <= 1.0 and results["final"]
     metrics = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/accuracy" in m for m in metrics) and any("train/balance" in m for m in metrics)
+    assert (tmp_path / "s" / "curves.png").stat().st_size > 1000
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "minimoe", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "minimoe", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_clear_line(run, pattern):
@@ -65,14 +130,16 @@ def assert_one_clear_line(run, pattern):
 
 def test_missing_and_corrupt_inputs_are_one_line(tiny_teacher_dir, tmp_path, task_dir):
     assert_one_clear_line(run_cli("distill", "--teacher", tmp_path / "nope", "--corpus", "x.txt"), "nope")
-    assert_one_clear_line(run_cli("distill", "--teacher", tiny_teacher_dir, "--corpus", tmp_path / "none.txt"),
-                          "none.txt")
+    assert_one_clear_line(
+        run_cli("distill", "--teacher", tiny_teacher_dir, "--corpus", tmp_path / "none.txt"), "none.txt"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert_one_clear_line(run_cli("distill", "--teacher", tiny_teacher_dir, "--corpus", empty, *DISTILL), "empty.txt")
     (task_dir / "dev.tsv").write_text("sentence\tlabel\nonly one column\n")
-    assert_one_clear_line(run_cli("finetune", "--model", tiny_teacher_dir, "--task", "sst2", "--data_dir", task_dir),
-                          "dev.tsv")
+    assert_one_clear_line(
+        run_cli("finetune", "--model", tiny_teacher_dir, "--task", "sst2", "--data_dir", task_dir), "dev.tsv"
+    )
     bad_recipe = tmp_path / "r.yaml"
     bad_recipe.write_text("student: {layerz: 1}\n")
     assert_one_clear_line(run_cli("distill", "--config", bad_recipe), "layerz")
@@ -101,17 +168,43 @@ def test_nan_loss_is_one_line(tiny_teacher_dir, tmp_path, tiny_corpus):
     weights = load_file(teacher / "model.safetensors")
     weights = {k: torch.full_like(v, float("nan")) if "word_embeddings" in k else v for k, v in weights.items()}
     save_file(weights, teacher / "model.safetensors")
-    run = run_cli("distill", "--teacher", teacher, "--corpus", tiny_corpus, "--train.output_dir", tmp_path / "o",
-                  "--train.max_steps", "3", *DISTILL)
+    run = run_cli(
+        "distill",
+        "--teacher",
+        teacher,
+        "--corpus",
+        tiny_corpus,
+        "--train.output_dir",
+        tmp_path / "o",
+        "--train.max_steps",
+        "3",
+        *DISTILL,
+    )
     assert_one_clear_line(run, "loss became nan at step 1")
 
 
 @pytest.mark.slow
 def test_killed_distillation_resumes_to_the_planned_steps(tiny_teacher_dir, tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "minimoe", "distill", "--teacher", str(tiny_teacher_dir), "--corpus", str(tiny_corpus),
-            "--train.output_dir", str(out), "--train.max_steps", "400", "--train.save_every", "5", "--train.log_every", "1",
-            *DISTILL]
+    args = [
+        sys.executable,
+        "-m",
+        "minimoe",
+        "distill",
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--corpus",
+        str(tiny_corpus),
+        "--train.output_dir",
+        str(out),
+        "--train.max_steps",
+        "400",
+        "--train.save_every",
+        "5",
+        "--train.log_every",
+        "1",
+        *DISTILL,
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):

@@ -7,7 +7,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel
 
 from minimoe import MiniMoEConfig, MiniMoEForSequenceClassification, MiniMoEModel
-from minimoe.modeling import MoEFeedForward
 from minimoe.flops import (
     FlopReport,
     ParamReport,
@@ -16,9 +15,16 @@ from minimoe.flops import (
     count_parameters,
     paper_gflops,
 )
+from minimoe.modeling import MoEFeedForward
 
-SHAPE = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=128, max_position_embeddings=64)
+SHAPE = dict(
+    vocab_size=97,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=64,
+)
 B, T = 2, 24
 
 
@@ -93,12 +99,10 @@ def test_padded_dispatch_rows_are_not_counted_as_model_flops():
 
 @pytest.mark.parametrize(
     "layers, hidden, inter, expected",
-    [(3, 384, 1536, 0.68), (4, 384, 1536, 0.91), (6, 384, 1536, 1.36),
-     (12, 768, 3072, 10.9), (24, 1024, 4096, 38.7)],
+    [(3, 384, 1536, 0.68), (4, 384, 1536, 0.91), (6, 384, 1536, 1.36), (12, 768, 3072, 10.9), (24, 1024, 4096, 38.7)],
 )
 def test_paper_gflops_table(layers, hidden, inter, expected):
-    cfg = MiniMoEConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 32,
-                        intermediate_size=inter, num_experts=4)
+    cfg = MiniMoEConfig.for_student(layers, hidden, experts=4, intermediate=inter)
     digits = 2 if expected < 10 else 1
     assert round(paper_gflops(cfg, seq_len=128), digits) == expected
     # The router is ~0.1% and does not change the rounded value.
@@ -112,10 +116,14 @@ def test_paper_gflops_accepts_a_bert_config():
 
 def test_hf_bert_counts_like_dense_minimoe():
     cfg = make(1)
-    bert_cfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                          num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-                          intermediate_size=cfg.intermediate_size,
-                          max_position_embeddings=cfg.max_position_embeddings)
+    bert_cfg = BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+    )
     torch.manual_seed(0)
     bert = count_flops(BertModel(bert_cfg), B, T)
     ours = count_flops(model(1), B, T)

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 
 from minimoe.errors import MiniMoEError
-from minimoe.recipe import DistillConfig, FinetuneConfig, add_flags, dump_recipe, load_recipe, recipe_from_args
+from minimoe.jobs.distill import DistillConfig
+from minimoe.jobs.finetune import FinetuneConfig
+from minimoe.recipe import add_flags, dump_recipe, load_recipe, recipe_from_args
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[1] / "src" / "minimoe" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -29,8 +31,9 @@ def test_flags_override_yaml(tmp_path):
     recipe.write_text("student: {layers: 2, experts: 8}\ntrain: {lr: 0.001}\n")
     parser = argparse.ArgumentParser()
     add_flags(parser, DistillConfig)
-    args = parser.parse_args(["--config", str(recipe), "--train.lr", "0.5", "--corpus", "a.txt", "b.txt",
-                              "--train.resume"])
+    args = parser.parse_args(
+        ["--config", str(recipe), "--train.lr", "0.5", "--corpus", "a.txt", "b.txt", "--train.resume"]
+    )
     cfg = recipe_from_args(DistillConfig, args)
     assert cfg.student.layers == 2 and cfg.student.experts == 8  # from YAML
     assert cfg.train.lr == 0.5 and cfg.corpus == ["a.txt", "b.txt"] and cfg.train.resume is True  # flags
@@ -52,3 +55,63 @@ def test_bad_recipes_are_named(tmp_path):
         load_recipe(DistillConfig, bad)
     with pytest.raises(MiniMoEError, match="does not exist"):
         load_recipe(DistillConfig, tmp_path / "missing.yaml")
+
+
+def test_a_shipped_recipe_is_found_by_name_and_an_unknown_one_lists_them():
+    cfg = load_recipe(DistillConfig, "bert-large-minimoe-4L-384H")
+    assert (cfg.teacher, cfg.student.layers) == ("bert-large-uncased", 4)
+    assert load_recipe(DistillConfig, "configs/bert-large-minimoe-4L-384H.yaml") == cfg  # the README's path form
+    with pytest.raises(MiniMoEError, match="shipped recipes: .*bert-base-minimoe-3L-384H"):
+        load_recipe(DistillConfig, "no-such-recipe")
+
+
+def test_a_nested_flag_keeps_the_jobs_own_section_defaults():
+    """finetune's train section has its own defaults (lr 5e-5, 3 epochs); one train flag must not reset them."""
+    cfg = load_recipe(FinetuneConfig, None, {"train.lr": 1e-4})
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.warmup_ratio, cfg.train.output_dir) == (
+        1e-4,
+        3.0,
+        0.1,
+        "runs/finetune",
+    )
+
+
+@pytest.mark.parametrize("job", ["distill", "finetune", "study", "demo"])
+def test_every_flag_has_a_help_line_with_its_default(job, capsys):
+    from minimoe.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([job, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flags = [a for a in build_parser()._subparsers._group_actions[0].choices[job]._actions if a.dest != "help"]
+    for action in flags:
+        assert action.help, f"{job} {action.option_strings[0]} has no help"
+        if action.dest not in ("config", "print_config"):
+            assert "(default: " in action.help, f"{job} {action.option_strings[0]} shows no default"
+    assert "peak AdamW learning rate" in text or job in ("demo", "study")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--train.batch_size", "0", "train.batch_size must be at least 1"),
+        ("--train.lr", "-1e-4", "train.lr must be positive"),
+        ("--train.warmup_ratio", "1.5", "train.warmup_ratio must be between 0 and 1"),
+    ],
+)
+def test_out_of_range_flags_are_one_line_usage_errors(flag, value, message, capsys):
+    from minimoe.cli import main
+
+    assert main(["distill", f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_print_config_prints_the_effective_recipe(capsys):
+    import yaml
+
+    from minimoe.cli import main
+
+    assert main(["finetune", "--config", "finetune-snli", "--train.lr", "1e-4", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["task"] == "snli" and printed["train"]["lr"] == 1e-4

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from moe_layer import NaiveMoEFeedForward, build, inference_fn, train_fn
-from timing import attach_peak_memory, interleaved, median_ms, paired_ratio
 
 from minimoe.modeling import MoEFeedForward
+from moe_layer import NaiveMoEFeedForward, build, inference_fn, train_fn
+from timing import attach_peak_memory, interleaved, median_ms, paired_ratio
 
 from .presets import Preset, log
 from .routing import routing_of
@@ -32,8 +32,12 @@ def bench_dispatch(p: Preset) -> dict:
     H, E = p.layer_hidden, 4
     B, T = p.layer_tokens
     sorted_ = build(MoEFeedForward, H, E)
-    variants = {"sorted (ours)": sorted_, "naive loop+masks": build(NaiveMoEFeedForward, H, E),
-                "one-hot einsum": build(OneHotMoEFeedForward, H, E), "dense FFN (E=1)": build(MoEFeedForward, H, 1)}
+    variants = {
+        "sorted (ours)": sorted_,
+        "naive loop+masks": build(NaiveMoEFeedForward, H, E),
+        "one-hot einsum": build(OneHotMoEFeedForward, H, E),
+        "dense FFN (E=1)": build(MoEFeedForward, H, 1),
+    }
     for name in ("naive loop+masks", "one-hot einsum"):
         variants[name].load_state_dict(sorted_.state_dict())
     rows, routing, match = [], {}, {}
@@ -41,8 +45,11 @@ def bench_dispatch(p: Preset) -> dict:
         h = torch.randn(batch, T, H, generator=torch.Generator().manual_seed(1))  # [batch, T, H]
         with torch.no_grad():
             ref = sorted_.eval()(h)[0]
-            match[batch] = {name: bool(torch.allclose(m.eval()(h)[0], ref, atol=1e-5))
-                            for name, m in variants.items() if name not in ("sorted (ours)", "dense FFN (E=1)")}
+            match[batch] = {
+                name: bool(torch.allclose(m.eval()(h)[0], ref, atol=1e-5))
+                for name, m in variants.items()
+                if name not in ("sorted (ours)", "dense FFN (E=1)")
+            }
         routing[batch] = routing_of(sorted_, h)[0]
         cases = {f"inference/{name}": inference_fn(m, h) for name, m in variants.items()}
         cases |= {f"train/{name}": train_fn(m, h) for name, m in variants.items()}
@@ -51,16 +58,31 @@ def bench_dispatch(p: Preset) -> dict:
         group = []
         for key, t in times.items():
             mode, name = key.split("/", 1)
-            group.append({"batch": batch, "seq": T, "mode": mode, "variant": name, "ms": median_ms(t),
-                          "ratio_vs_sorted": paired_ratio(t, times[f"{mode}/sorted (ours)"]),
-                          "ratio_vs_dense": paired_ratio(t, times[f"{mode}/dense FFN (E=1)"])})
+            group.append(
+                {
+                    "batch": batch,
+                    "seq": T,
+                    "mode": mode,
+                    "variant": name,
+                    "ms": median_ms(t),
+                    "ratio_vs_sorted": paired_ratio(t, times[f"{mode}/sorted (ours)"]),
+                    "ratio_vs_dense": paired_ratio(t, times[f"{mode}/dense FFN (E=1)"]),
+                }
+            )
         for m in variants.values():
             m.eval()
-        attach_peak_memory([r for r in group if r["mode"] == "inference"],
-                           [cases[f"inference/{n}"] for n in variants])
+        attach_peak_memory([r for r in group if r["mode"] == "inference"], [cases[f"inference/{n}"] for n in variants])
         rows += group
-    return {"batch": B, "seq": T, "batches": [1, B], "hidden": H, "experts": E, "routing": "random-init router",
-            "load": {str(k): v["groups"] for k, v in routing.items()},
-            "sorted_dispatch_path": {str(k): v["path"] for k, v in routing.items()},
-            "outputs_match_sorted": all(all(v.values()) for v in match.values()),
-            "outputs_match_by_batch": {str(k): v for k, v in match.items()}, "rows": rows}
+    return {
+        "batch": B,
+        "seq": T,
+        "batches": [1, B],
+        "hidden": H,
+        "experts": E,
+        "routing": "random-init router",
+        "load": {str(k): v["groups"] for k, v in routing.items()},
+        "sorted_dispatch_path": {str(k): v["path"] for k, v in routing.items()},
+        "outputs_match_sorted": all(all(v.values()) for v in match.values()),
+        "outputs_match_by_batch": {str(k): v for k, v in match.items()},
+        "rows": rows,
+    }

@@ -12,10 +12,9 @@ import copy
 import statistics
 from collections.abc import Callable
 
-from timing import attach_peak_memory, interleaved, median_ms, paired_ratio
-
 from minimoe.flops import count_flops, count_parameters
 from minimoe.modeling import MoEFeedForward
+from timing import attach_peak_memory, interleaved, median_ms, paired_ratio
 
 from .models import forward_fn, load_hf_teacher, make_student, random_ids, shape_name
 from .presets import MINILM, MPNET, TARGETS, Preset, log
@@ -42,22 +41,38 @@ def build_students(p: Preset) -> tuple[dict[str, dict], dict]:
     """Dense and MoE students of every shape; the MoE in its three variants, routers balanced on calibration ids."""
     models: dict[str, dict] = {}
     calibration_batch, calibration_seq = p.balance_tokens
-    balancing = {"method": "router-bias nudging (routing.balance_routers_)", "lr": p.balance_lr,
-                 "max_steps": p.balance_steps, "by_shape": {},
-                 "calibration": {"batch": calibration_batch, "seq": calibration_seq, "seed": CALIBRATION_SEED}}
+    balancing = {
+        "method": "router-bias nudging (routing.balance_routers_)",
+        "lr": p.balance_lr,
+        "max_steps": p.balance_steps,
+        "by_shape": {},
+        "calibration": {"batch": calibration_batch, "seq": calibration_seq, "seed": CALIBRATION_SEED},
+    }
     for layers, hidden in p.shapes:
         shape = shape_name(layers, hidden)
-        models[student_name(shape, None)] = {"model": make_student(layers, hidden, 1), "kind": "dense",
-                                             "shape": shape, "experts": 1}
+        models[student_name(shape, None)] = {
+            "model": make_student(layers, hidden, 1),
+            "kind": "dense",
+            "shape": shape,
+            "experts": 1,
+        }
         random_init = make_student(layers, hidden, EXPERTS)
         balanced = copy.deepcopy(random_init)
         calibration = random_ids(balanced.config.vocab_size, *p.balance_tokens, seed=CALIBRATION_SEED)
         balancing["by_shape"][shape] = balance_routers_(balanced, calibration, p.balance_steps, p.balance_lr)
-        variants = {"": balanced, "grouped_dispatch": force_grouped_dispatch_(copy.deepcopy(balanced)),
-                    "random_routers": random_init}
+        variants = {
+            "": balanced,
+            "grouped_dispatch": force_grouped_dispatch_(copy.deepcopy(balanced)),
+            "random_routers": random_init,
+        }
         for variant, model in variants.items():
-            models[student_name(shape, variant)] = {"model": model, "kind": "moe", "shape": shape,
-                                                    "experts": EXPERTS, "variant": variant}
+            models[student_name(shape, variant)] = {
+                "model": model,
+                "kind": "moe",
+                "shape": shape,
+                "experts": EXPERTS,
+                "variant": variant,
+            }
     return models, balancing
 
 
@@ -74,8 +89,13 @@ def load_teachers(p: Preset, skip_mpnet: bool, notes: list[str]) -> dict[str, di
             notes.append(f"{teacher} skipped: could not be fetched/loaded ({type(err).__name__}: {err})")
             log(f"  NOTE: {notes[-1]}")
             continue
-        teachers[teacher] = {"model": model, "kind": "teacher", "experts": 1, "path": str(path),
-                             "shape": shape_name(model.config.num_hidden_layers, model.config.hidden_size)}
+        teachers[teacher] = {
+            "model": model,
+            "kind": "teacher",
+            "experts": 1,
+            "path": str(path),
+            "shape": shape_name(model.config.num_hidden_layers, model.config.hidden_size),
+        }
     return teachers
 
 
@@ -87,12 +107,21 @@ def count_model_flops(p: Preset, models: dict[str, dict]) -> None:
 
 
 def summarize(times: dict[str, list[float]], faults: dict[str, list[int]]) -> dict[str, dict]:
-    return {name: {"ms": median_ms(t), "min_ms": 1e3 * min(t), "max_ms": 1e3 * max(t), "n": len(t),
-                   "page_faults": statistics.median(faults[name])} for name, t in times.items()}
+    return {
+        name: {
+            "ms": median_ms(t),
+            "min_ms": 1e3 * min(t),
+            "max_ms": 1e3 * max(t),
+            "n": len(t),
+            "page_faults": statistics.median(faults[name]),
+        }
+        for name, t in times.items()
+    }
 
 
-def time_by_batch(p: Preset, cases_for: Callable[[int], dict[str, Callable[[], None]]],
-                  what: str) -> dict[int, tuple[dict, dict]]:
+def time_by_batch(
+    p: Preset, cases_for: Callable[[int], dict[str, Callable[[], None]]], what: str
+) -> dict[int, tuple[dict, dict]]:
     """One interleaved group per batch size: batch -> (times, page faults) of the cases `cases_for(batch)`."""
     groups = {}
     for batch in p.batches:
@@ -121,20 +150,42 @@ def bench_inference(p: Preset, skip_mpnet: bool) -> tuple[dict, dict]:
         if m.get("variant"):  # the grouped-dispatch and random-router twins (the headline MoE's variant is "")
             continue  # same parameters and FLOPs as the headline MoE of their shape
         params = count_parameters(m["model"])
-        model_rows.append({"model": name, "kind": m["kind"], "shape": m["shape"], "experts": m["experts"],
-                           "params": params.total, "active_params": params.active, "flops_per_seq": m["flops"],
-                           "paper_gmacs": m["paper_gmacs"]})
-    routing = [{"model": name, "shape": m["shape"], "variant": m["variant"], "batch": batch,
-                "layers": routing_of(m["model"], random_ids(m["model"].config.vocab_size, batch, p.seq))}
-               for name, m in models.items() if m["kind"] == "moe" for batch in p.batches]
+        model_rows.append(
+            {
+                "model": name,
+                "kind": m["kind"],
+                "shape": m["shape"],
+                "experts": m["experts"],
+                "params": params.total,
+                "active_params": params.active,
+                "flops_per_seq": m["flops"],
+                "paper_gmacs": m["paper_gmacs"],
+            }
+        )
+    routing = [
+        {
+            "model": name,
+            "shape": m["shape"],
+            "variant": m["variant"],
+            "batch": batch,
+            "layers": routing_of(m["model"], random_ids(m["model"].config.vocab_size, batch, p.seq)),
+        }
+        for name, m in models.items()
+        if m["kind"] == "moe"
+        for batch in p.batches
+    ]
 
     bl, bs = p.bf16_shape
-    bf16_models = [n for n in (MINILM, student_name(shape_name(bl, bs), None), student_name(shape_name(bl, bs), ""))
-                   if n in models]
+    bf16_models = [
+        n for n in (MINILM, student_name(shape_name(bl, bs), None), student_name(shape_name(bl, bs), "")) if n in models
+    ]
 
     def cases_for(batch: int) -> dict[str, Callable[[], None]]:
-        cases = {name: timed_forward(m, batch, p.seq) for name, m in models.items()
-                 if not (name == MPNET and batch == max(p.batches))}  # ~7 s a call: its own group below
+        cases = {
+            name: timed_forward(m, batch, p.seq)
+            for name, m in models.items()
+            if not (name == MPNET and batch == max(p.batches))
+        }  # ~7 s a call: its own group below
         return cases | {f"{name} [bf16]": timed_forward(models[name], batch, p.seq, bf16=True) for name in bf16_models}
 
     groups = time_by_batch(p, cases_for, "cases")
@@ -148,25 +199,46 @@ def bench_inference(p: Preset, skip_mpnet: bool) -> tuple[dict, dict]:
             stats |= summarize(*interleaved(mpnet, p.repeats_mpnet_large, warmup=1))
         for name, s in stats.items():
             base, bf16 = name.removesuffix(" [bf16]"), name.endswith(" [bf16]")
-            latency.append({"model": base, "batch": batch, "dtype": "bf16" if bf16 else "fp32", "malloc": "stock",
-                            **s, "seq_per_s": batch / (s["ms"] / 1e3)})
-        bf16_rows += [{"model": name, "batch": batch,
-                       "bf16_over_fp32": paired_ratio(times[f"{name} [bf16]"], times[name])} for name in bf16_models]
+            latency.append(
+                {
+                    "model": base,
+                    "batch": batch,
+                    "dtype": "bf16" if bf16 else "fp32",
+                    "malloc": "stock",
+                    **s,
+                    "seq_per_s": batch / (s["ms"] / 1e3),
+                }
+            )
+        bf16_rows += [
+            {"model": name, "batch": batch, "bf16_over_fp32": paired_ratio(times[f"{name} [bf16]"], times[name])}
+            for name in bf16_models
+        ]
 
     log("  peak memory of each model (one profiled call each) ...")
-    attach_peak_memory(latency, [timed_forward(models[r["model"]], r["batch"], p.seq, r["dtype"] == "bf16")
-                                 for r in latency])
-    return {"seq_len": p.seq, "batches": list(p.batches), "models": model_rows, "latency": latency,
-            "bf16": bf16_rows, "router_balancing": balancing, "routing": routing,
-            "pad_rows_per_expert": MoEFeedForward.PAD_ROWS_PER_EXPERT, "pad_tokens_per_row": 1 / MoEFeedForward.PAD_ROWS_PER_TOKEN,
-            "moe_vs_dense_stock_malloc": moe_dense_ratios(p, models, groups, "stock"), "notes": notes}, models
+    attach_peak_memory(
+        latency, [timed_forward(models[r["model"]], r["batch"], p.seq, r["dtype"] == "bf16") for r in latency]
+    )
+    return {
+        "seq_len": p.seq,
+        "batches": list(p.batches),
+        "models": model_rows,
+        "latency": latency,
+        "bf16": bf16_rows,
+        "router_balancing": balancing,
+        "routing": routing,
+        "pad_rows_per_expert": MoEFeedForward.PAD_ROWS_PER_EXPERT,
+        "pad_tokens_per_row": 1 / MoEFeedForward.PAD_ROWS_PER_TOKEN,
+        "moe_vs_dense_stock_malloc": moe_dense_ratios(p, models, groups, "stock"),
+        "notes": notes,
+    }, models
 
 
 def bench_student_ratios_tuned(p: Preset, models: dict) -> list[dict]:
     """The student groups again, after the allocator is tuned: the ratios the targets are checked on."""
     students = {name: m for name, m in models.items() if m["kind"] in ("dense", "moe")}
-    groups = time_by_batch(p, lambda batch: {name: timed_forward(m, batch, p.seq) for name, m in students.items()},
-                           "student cases")
+    groups = time_by_batch(
+        p, lambda batch: {name: timed_forward(m, batch, p.seq) for name, m in students.items()}, "student cases"
+    )
     return moe_dense_ratios(p, models, groups, "tuned")
 
 
@@ -180,9 +252,13 @@ def moe_dense_ratios(p: Preset, models: dict, groups: dict[int, tuple[dict, dict
         for batch in p.batches:
             times = groups[batch][0]
             target = TARGETS["latency_b1"] if batch == min(p.batches) else TARGETS["latency_b32"]
-            row = {"shape": shape, "batch": batch, "malloc": malloc,
-                   "ratio_of_medians": median_ms(times[moe]) / median_ms(times[dense]),
-                   "dense_ms": median_ms(times[dense])}
+            row = {
+                "shape": shape,
+                "batch": batch,
+                "malloc": malloc,
+                "ratio_of_medians": median_ms(times[moe]) / median_ms(times[dense]),
+                "dense_ms": median_ms(times[dense]),
+            }
             for variant in MOE_VARIANTS:
                 name = student_name(shape, variant)
                 row[suffixed("latency_ratio", variant)] = paired_ratio(times[name], times[dense])

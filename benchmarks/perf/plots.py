@@ -58,21 +58,33 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
         ax.bar(xs, vals, width, label=f"balanced routers, batch {batch}")
         for x, v in zip(xs, vals):
             ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        for key, marker, label in (("latency_ratio_grouped_dispatch", "x", "before fix (grouped)"),
-                                   ("latency_ratio_random_routers", "o", "random routers")):
-            ax.plot(xs, [by[(s, batch)][key] for s in shapes], marker, color="black" if marker == "x" else "tab:red",
-                    mfc="none", ls="none", label=label if i == 0 else None)
+        for key, marker, label in (
+            ("latency_ratio_grouped_dispatch", "x", "before fix (grouped)"),
+            ("latency_ratio_random_routers", "o", "random routers"),
+        ):
+            ax.plot(
+                xs,
+                [by[(s, batch)][key] for s in shapes],
+                marker,
+                color="black" if marker == "x" else "tab:red",
+                mfc="none",
+                ls="none",
+                label=label if i == 0 else None,
+            )
     ax.plot(range(len(shapes)), [by[(s, inf["batches"][0])]["flops_ratio"] for s in shapes], "k^", label="FLOPs")
-    ax.axhline(TARGETS["latency_b32"], color="tab:green", ls="--", lw=1,
-               label=f"target batch 32 ({TARGETS['latency_b32']})")
+    ax.axhline(
+        TARGETS["latency_b32"], color="tab:green", ls="--", lw=1, label=f"target batch 32 ({TARGETS['latency_b32']})"
+    )
     ax.axhline(TARGETS["latency_b1"], color="tab:red", ls=":", lw=1, label=f"target batch 1 ({TARGETS['latency_b1']})")
     ax.axhline(1.0, color="black", lw=0.5)
     ax.set_xticks(range(len(shapes)), shapes)
     ax.set_xlabel("student shape (per-expert FFN width 4 x hidden)")
     ax.set_ylabel("MiniMoE (E=4) / dense (E=1)")
     ax.set_title(f"MoE/dense cost ratio, seq {seq} (paired medians, tuned malloc)")
-    top = max(max(r[k] for k in ("latency_ratio", "latency_ratio_grouped_dispatch", "latency_ratio_random_routers"))
-              for r in ratios)
+    top = max(
+        max(r[k] for k in ("latency_ratio", "latency_ratio_grouped_dispatch", "latency_ratio_random_routers"))
+        for r in ratios
+    )
     ax.set_ylim(0, max(1.5, top) * 1.45)
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     save(fig, "moe_dense_ratio")
@@ -83,21 +95,41 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     es = [r["experts"] for r in ex["rows"]]
     ax.plot(es, [r["ms"] for r in ex["rows"]], "o-", label="MoE FFN layer, balanced routers")
-    ax.plot(es, [r["ms_random_routers"] for r in ex["rows"]], "s--", color="tab:gray", mfc="none",
-            label="MoE FFN layer, random-init routers")
+    ax.plot(
+        es,
+        [r["ms_random_routers"] for r in ex["rows"]],
+        "s--",
+        color="tab:gray",
+        mfc="none",
+        label="MoE FFN layer, random-init routers",
+    )
     base = ex["rows"][0]["ms"]
-    ax.axhline(base * TARGETS["experts_16_over_1"], color="tab:red", ls=":", lw=1,
-               label=f"target: {TARGETS['experts_16_over_1']} x time(E=1)")
+    ax.axhline(
+        base * TARGETS["experts_16_over_1"],
+        color="tab:red",
+        ls=":",
+        lw=1,
+        label=f"target: {TARGETS['experts_16_over_1']} x time(E=1)",
+    )
     for r in ex["rows"]:
-        ax.annotate(f"{r['ratio_vs_e1']:.2f}x", (r["experts"], r["ms"]), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=8)
+        ax.annotate(
+            f"{r['ratio_vs_e1']:.2f}x",
+            (r["experts"], r["ms"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(es, [str(e) for e in es])
     ax.set_ylim(0, max(max(r["ms"], r["ms_random_routers"]) for r in ex["rows"]) * 1.4)
     ax.set_xlabel("number of experts E (top-1, same per-token FLOPs)")
     ax.set_ylabel("forward time (ms, median)")
-    ax.set_title(f"MoE layer cost vs experts: {ex['batch']}x{ex['seq']} tokens, hidden {sc['hidden']}, "
-                 f"expert width {sc['expert_width']}", fontsize=10)
+    ax.set_title(
+        f"MoE layer cost vs experts: {ex['batch']}x{ex['seq']} tokens, hidden {sc['hidden']}, "
+        f"expert width {sc['expert_width']}",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="lower right")
     save(fig, "layer_experts")
 
@@ -135,11 +167,21 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
         totals += [step, rows[f"step {tr['student']} {dtype}, teacher cached"]["ms"]]
         teach += [step * tr[f"teacher_share_{dtype}"], 0.0]
     ax.barh(labels, teach, color="tab:blue", label=f"teacher forward ({tr['teacher']} .qkv)")
-    ax.barh(labels, [t - s for t, s in zip(totals, teach)], left=teach, color="tab:orange",
-            label="student fwd + loss + backward + AdamW")
+    ax.barh(
+        labels,
+        [t - s for t, s in zip(totals, teach)],
+        left=teach,
+        color="tab:orange",
+        label="student fwd + loss + backward + AdamW",
+    )
     for y, (t, s) in enumerate(zip(totals, teach)):
-        ax.text(t, y, f" {t:.0f} ms, {tr['tokens_per_step'] / (t / 1e3):,.0f} tok/s, teacher {100 * s / t:.0f}%",
-                va="center", fontsize=8)
+        ax.text(
+            t,
+            y,
+            f" {t:.0f} ms, {tr['tokens_per_step'] / (t / 1e3):,.0f} tok/s, teacher {100 * s / t:.0f}%",
+            va="center",
+            fontsize=8,
+        )
     ax.set_xlim(0, max(totals) * 1.6)
     ax.invert_yaxis()
     ax.set_xlabel("time per distillation step (ms, median)")
@@ -153,14 +195,20 @@ def plot_all(perf: dict, img_dir: Path) -> list[Path]:
     for i, batch in enumerate(dp["batches"]):
         for ax, mode in zip(axes[i], ("inference", "train")):
             rows = [r for r in dp["rows"] if r["mode"] == mode and r["batch"] == batch]
-            ax.barh([r["variant"] for r in rows], [r["ms"] for r in rows],
-                    color=["tab:orange", "tab:red", "tab:purple", "tab:gray"][:len(rows)])
+            ax.barh(
+                [r["variant"] for r in rows],
+                [r["ms"] for r in rows],
+                color=["tab:orange", "tab:red", "tab:purple", "tab:gray"][: len(rows)],
+            )
             for y, r in enumerate(rows):
                 ax.text(r["ms"], y, f" {r['ms']:.2f} ms ({r['ratio_vs_sorted']:.2f}x sorted)", va="center", fontsize=8)
             ax.invert_yaxis()
             ax.set_xlim(0, max(r["ms"] for r in rows) * 1.55)
             ax.set_xlabel("time per call (ms, median)")
-            ax.set_title(f"{'forward' if mode == 'inference' else 'forward + backward'}: batch {batch} x seq "
-                         f"{dp['seq']} tokens, hidden {dp['hidden']}, E={dp['experts']}", fontsize=10)
+            ax.set_title(
+                f"{'forward' if mode == 'inference' else 'forward + backward'}: batch {batch} x seq "
+                f"{dp['seq']} tokens, hidden {dp['hidden']}, E={dp['experts']}",
+                fontsize=10,
+            )
     save(fig, "dispatch")
     return paths

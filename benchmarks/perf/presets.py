@@ -40,10 +40,28 @@ class Preset:
 
 FULL = Preset(shapes=[(2, 128), (3, 192), (4, 384), (6, 384)])
 SMOKE = Preset(
-    shapes=[(1, 64), (2, 64)], seq=16, batches=(1, 4), repeats_small=2, repeats_large=1, repeats_mpnet_large=1,
-    teachers=(MINILM,), bf16_shape=(2, 64), balance_tokens=(8, 16), balance_steps=10, layer_hidden=64,
-    layer_experts=(1, 2, 4), layer_tokens=(4, 16), sweep_seqs=(8, 16), sweep_seq_batch=2, sweep_batches=(1, 4),
-    repeats_layer=2, repeats_dispatch=2, train_shape=(1, 64, 2), train_tokens=(4, 16), repeats_train=2, threads=1,
+    shapes=[(1, 64), (2, 64)],
+    seq=16,
+    batches=(1, 4),
+    repeats_small=2,
+    repeats_large=1,
+    repeats_mpnet_large=1,
+    teachers=(MINILM,),
+    bf16_shape=(2, 64),
+    balance_tokens=(8, 16),
+    balance_steps=10,
+    layer_hidden=64,
+    layer_experts=(1, 2, 4),
+    layer_tokens=(4, 16),
+    sweep_seqs=(8, 16),
+    sweep_seq_batch=2,
+    sweep_batches=(1, 4),
+    repeats_layer=2,
+    repeats_dispatch=2,
+    train_shape=(1, 64, 2),
+    train_tokens=(4, 16),
+    repeats_train=2,
+    threads=1,
     profile_iters=1,
 )
 

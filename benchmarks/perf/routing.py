@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from minimoe.latency import eval_mode
 from minimoe.modeling import MoEFeedForward
 
 CALIBRATION_SEED = 1234  # router-balancing inputs; the timed inputs use other seeds
@@ -27,9 +28,11 @@ def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
 
 def _noting_path(method: Callable, path: str, record: dict) -> Callable:
     """`method` that first sets record["path"] = path."""
+
     def call(*args):
         record["path"] = path
         return method(*args)
+
     return call
 
 
@@ -44,9 +47,11 @@ def record_routing(model: nn.Module) -> Iterator[list[dict]]:
     records = [{"groups": None, "path": None} for _ in layers]
     handles = []
     for layer, record in zip(layers, records):
+
         def count(module, args, output, record=record) -> None:
             logits = output[1]  # [B, T, E]
             record["groups"] = torch.bincount(logits.argmax(dim=-1).flatten(), minlength=module.num_experts)  # [E]
+
         handles.append(layer.register_forward_hook(count))
         for path in ("padded", "grouped"):  # instance attributes shadowing the methods
             setattr(layer, f"_dispatch_{path}", _noting_path(getattr(layer, f"_dispatch_{path}"), path, record))
@@ -68,8 +73,9 @@ def routing_of(model: nn.Module, inputs: torch.Tensor) -> list[dict]:
 
 
 @torch.no_grad()
-def balance_routers_(model: nn.Module, inputs: torch.Tensor, steps: int = 50, lr: float = 0.5,
-                     tol: float = 0.05) -> dict:
+def balance_routers_(
+    model: nn.Module, inputs: torch.Tensor, steps: int = 50, lr: float = 0.5, tol: float = 0.05
+) -> dict:
     """Nudge every router's bias until `inputs` route near evenly: emulates the balance of a trained student.
 
     Each step runs `model(inputs)` and moves each routed layer's `router.bias` by -lr * (fraction of tokens
@@ -78,10 +84,8 @@ def balance_routers_(model: nn.Module, inputs: torch.Tensor, steps: int = 50, lr
     Returns the steps run and the final group sizes per layer on `inputs`.
     """
     layers = moe_layers(model)
-    was_training = model.training
-    model.eval()
     step = 0
-    with record_routing(model) as records:
+    with eval_mode(model), record_routing(model) as records:
         model(inputs)
         while layers and step < steps:
             fractions = [r["groups"].float() / r["groups"].sum() for r in records]  # per layer [E]
@@ -91,7 +95,6 @@ def balance_routers_(model: nn.Module, inputs: torch.Tensor, steps: int = 50, lr
                 layer.router.bias -= lr * (fraction - 1 / layer.num_experts)
             model(inputs)
             step += 1
-    model.train(was_training)
     return {"steps": step, "groups": [r["groups"].tolist() for r in records]}
 
 

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Callable
 
 import torch
+
 from timing import interleaved, median_ms, paired_ratio
 
 from .models import random_ids, shape_name
@@ -18,13 +19,13 @@ def bench_training(p: Preset) -> dict:
     """MoE and dense student steps and the teacher's forward alone, one interleaved group, tuned malloc."""
     from transformers import AutoModel
 
-    from minimoe.data.fetch import fetch_teacher
+    from minimoe.assets.fetch import fetch_teacher
     from minimoe.distill.losses import choose_relation_heads
-    from minimoe.distill.task_agnostic import RelationDistillation, build_student
+    from minimoe.distill.objectives import RelationDistillation
     from minimoe.distill.teacher_cache import packed_qkv
     from minimoe.distill.teachers import Teacher, load_teacher
     from minimoe.distill.trainer import param_groups
-    from minimoe.recipe import StudentConfig
+    from minimoe.jobs.distill import StudentConfig, build_student
 
     path = fetch_teacher(MINILM)
     teacher = load_teacher(path)  # eager attention, as `minimoe distill` loads it
@@ -51,12 +52,14 @@ def bench_training(p: Preset) -> dict:
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
         return run
 
     def teacher_fn(t, bf16: bool) -> Callable[[], None]:
         def run() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 t.qkv(ids, mask, layer=-1)
+
         return run
 
     moe_obj, moe_opt = objective_for(E)
@@ -81,8 +84,13 @@ def bench_training(p: Preset) -> dict:
     s32, s16 = times[f"step {student_name} fp32"], times[f"step {student_name} bf16"]
     c32, c16 = times[f"step {student_name} fp32, teacher cached"], times[f"step {student_name} bf16, teacher cached"]
     return {
-        "teacher": MINILM, "teacher_attention": "eager (as load_teacher)", "student": student_name,
-        "batch": B, "seq": T, "tokens_per_step": tokens, "optimizer": "AdamW + grad clip 5.0",
+        "teacher": MINILM,
+        "teacher_attention": "eager (as load_teacher)",
+        "student": student_name,
+        "batch": B,
+        "seq": T,
+        "tokens_per_step": tokens,
+        "optimizer": "AdamW + grad clip 5.0",
         "rows": rows,
         "tokens_per_s_fp32": tokens / statistics.median(s32),
         "tokens_per_s_bf16": tokens / statistics.median(s16),
@@ -97,4 +105,3 @@ def bench_training(p: Preset) -> dict:
         "sdpa_over_eager_teacher": paired_ratio(times["teacher.qkv fp32 (sdpa)"], times["teacher.qkv fp32 (eager)"]),
         "moe_over_dense_step": paired_ratio(s32, times[f"step {shape_name(L, H)} dense fp32"]),
     }
-

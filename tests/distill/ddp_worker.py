@@ -5,10 +5,10 @@ import sys
 import torch
 from torch.utils.data import TensorDataset
 
-from minimoe.distill.task_agnostic import RelationDistillation, build_student
+from minimoe.distill.objectives import RelationDistillation
 from minimoe.distill.teachers import load_teacher
-from minimoe.distill.trainer import Trainer
-from minimoe.recipe import StudentConfig, TrainConfig
+from minimoe.distill.trainer import TrainConfig, Trainer
+from minimoe.jobs.distill import StudentConfig, build_student
 
 
 def collate(rows):
@@ -18,12 +18,28 @@ def collate(rows):
 
 def main(teacher_dir: str, out: str, batch_size: int) -> None:
     teacher = load_teacher(teacher_dir)
-    shape = StudentConfig(layers=2, hidden=32, heads=4, experts=4, intermediate=32, router_noise=0.0, dropout=0.0,
-                         router_aux_loss_coef=0.0)  # the balance loss is per process (as in Switch)
+    shape = StudentConfig(
+        layers=2,
+        hidden=32,
+        heads=4,
+        experts=4,
+        intermediate=32,
+        router_noise=0.0,
+        dropout=0.0,
+        router_aux_loss_coef=0.0,
+    )  # the balance loss is per process (as in Switch)
     objective = RelationDistillation(build_student(teacher, shape, seed=0), teacher, 4, -1, "head")
     ids = torch.randint(5, 60, (64, 10), generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(output_dir=out, batch_size=batch_size, lr=1e-3, max_steps=6, warmup_ratio=0.0,
-                      log_every=1, save_every=0, threads=1)
+    cfg = TrainConfig(
+        output_dir=out,
+        batch_size=batch_size,
+        lr=1e-3,
+        max_steps=6,
+        warmup_ratio=0.0,
+        log_every=1,
+        save_every=0,
+        threads=1,
+    )
     initial = {k: v.clone() for k, v in objective.student.state_dict().items()}
     trainer = Trainer(cfg, objective, TensorDataset(ids), collate)
     trainer.train()

@@ -12,8 +12,19 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def launch(processes: int, teacher_dir, out: Path, batch_size: int) -> str:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     if processes > 1:
         cmd += ["--multi_gpu"]  # with no GPU present accelerate runs MULTI_CPU over gloo
     cmd += [str(WORKER), str(teacher_dir), str(out), str(batch_size)]

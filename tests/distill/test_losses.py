@@ -45,8 +45,8 @@ def _loop_relation_kl(teacher_qkv, student_qkv, mask, heads) -> float:
             valid = [j for j in range(T) if mask[b, j]]
             for h in range(heads):
                 t_d, s_d = t_x.shape[-1] // heads, s_x.shape[-1] // heads
-                t_head = t_x[b, valid, h * t_d:(h + 1) * t_d].double()
-                s_head = s_x[b, valid, h * s_d:(h + 1) * s_d].double()
+                t_head = t_x[b, valid, h * t_d : (h + 1) * t_d].double()
+                s_head = s_x[b, valid, h * s_d : (h + 1) * s_d].double()
                 for i in range(len(valid)):
                     p_t = torch.softmax(t_head @ t_head[i] / math.sqrt(t_d), dim=0) + eps
                     p_s = torch.softmax(s_head @ s_head[i] / math.sqrt(s_d), dim=0) + eps
@@ -110,8 +110,14 @@ def test_relation_kl_rejects_mismatched_lengths(mask):
 
 @pytest.mark.parametrize(
     ("teacher", "student", "preferred", "expected"),
-    [(384, 384, 32, 32), (768, 384, 32, 32), (312, 384, 32, 24), (1024, 384, 32, 32), (768, 312, 12, 12),
-     (30, 49, 32, 1)],
+    [
+        (384, 384, 32, 32),
+        (768, 384, 32, 32),
+        (312, 384, 32, 24),
+        (1024, 384, 32, 32),
+        (768, 312, 12, 12),
+        (30, 49, 32, 1),
+    ],
 )
 def test_choose_relation_heads(teacher, student, preferred, expected):
     assert choose_relation_heads(teacher, student, preferred) == expected

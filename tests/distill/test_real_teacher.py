@@ -7,9 +7,10 @@ import torch
 from transformers import AutoTokenizer
 
 from minimoe.distill.losses import relation_kl
-from minimoe.distill.task_agnostic import run_distill
 from minimoe.distill.teachers import check_tokenizer, load_teacher
-from minimoe.recipe import DistillConfig, StudentConfig, TrainConfig
+from minimoe.distill.trainer import TrainConfig
+from minimoe.jobs.distill import DistillConfig, StudentConfig
+from minimoe.jobs.distill import run as run_distill
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,10 @@ def test_real_teacher_relations(packaged_teacher):
 
 def test_short_distillation_from_the_real_teacher(packaged_teacher, tmp_path):
     cfg = DistillConfig(
-        teacher=str(packaged_teacher), corpus=["wiki-summaries"], max_length=32, max_sequences=48,
+        teacher=str(packaged_teacher),
+        corpus=["wiki-summaries"],
+        max_length=32,
+        max_sequences=48,
         student=StudentConfig(layers=1, hidden=64, heads=2, experts=4),
         train=TrainConfig(output_dir=str(tmp_path), batch_size=8, max_steps=6, lr=1e-3, log_every=1, save_every=0),
     )

@@ -7,10 +7,11 @@ from transformers import AutoTokenizer
 
 from minimoe.data.corpus import build_corpus
 from minimoe.data.encode import pad_collator
-from minimoe.distill.task_agnostic import run_distill
 from minimoe.distill.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
 from minimoe.distill.teachers import load_teacher
-from minimoe.recipe import DistillConfig, StudentConfig, TrainConfig
+from minimoe.distill.trainer import TrainConfig
+from minimoe.jobs.distill import DistillConfig, StudentConfig
+from minimoe.jobs.distill import run as run_distill
 
 
 def test_cached_qkv_equal_the_live_teacher(tiny_teacher_dir, tiny_corpus, tmp_path):
@@ -37,10 +38,17 @@ def test_distillation_from_the_cache_matches_live(tiny_teacher_dir, tiny_corpus,
 
     def first_losses(cache: bool):
         out = tmp_path / f"run-{cache}"
-        run_distill(DistillConfig(
-            teacher=str(tiny_teacher_dir), corpus=[str(tiny_corpus)], max_length=24, relation_heads=4,
-            cache_teacher=cache, student=StudentConfig(layers=1, hidden=32, heads=4, intermediate=32),
-            train=TrainConfig(output_dir=str(out), batch_size=4, max_steps=3, log_every=1, save_every=0, threads=1)))
+        run_distill(
+            DistillConfig(
+                teacher=str(tiny_teacher_dir),
+                corpus=[str(tiny_corpus)],
+                max_length=24,
+                relation_heads=4,
+                cache_teacher=cache,
+                student=StudentConfig(layers=1, hidden=32, heads=4, intermediate=32),
+                train=TrainConfig(output_dir=str(out), batch_size=4, max_steps=3, log_every=1, save_every=0, threads=1),
+            )
+        )
         return [json.loads(line)["train/relation_kl"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
     live, cached = first_losses(False), first_losses(True)

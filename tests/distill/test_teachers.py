@@ -34,8 +34,9 @@ FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "camembert", "mpnet", "
 def tiny_config(family: str) -> PretrainedConfig:
     """A 2-layer, 32-wide random config of `family`."""
     if family == "distilbert":
-        return DistilBertConfig(vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
-                                hidden_dim=64, max_position_embeddings=64)
+        return DistilBertConfig(
+            vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=64, max_position_embeddings=64
+        )
     config_class = {
         "bert": BertConfig,
         "roberta": RobertaConfig,
@@ -44,8 +45,14 @@ def tiny_config(family: str) -> PretrainedConfig:
         "camembert": CamembertConfig,
         "mpnet": MPNetConfig,
     }[family]
-    return config_class(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                        num_attention_heads=HEADS, intermediate_size=64, max_position_embeddings=64)
+    return config_class(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
 
 
 @pytest.fixture
@@ -175,8 +182,14 @@ class _FakeStudent(nn.Module):
 
 
 def test_minimoe_student_layout_is_supported(batch):
-    config = MiniMoEConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                           num_attention_heads=HEADS, intermediate_size=64, num_experts=2)
+    config = MiniMoEConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=64,
+        num_experts=2,
+    )
     student = _FakeStudent(config)
     teacher = Teacher.from_model(student)
     q, k, v = teacher.qkv(**batch, layer=-1)
@@ -189,8 +202,14 @@ def test_minimoe_student_layout_is_supported(batch):
 
 
 def test_unknown_family_raises_listing_supported(save_tiny):
-    albert = AlbertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=HEADS,
-                          intermediate_size=64, embedding_size=16)
+    albert = AlbertConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=HEADS,
+        intermediate_size=64,
+        embedding_size=16,
+    )
     with pytest.raises(MiniMoEError, match="'albert' is not supported; supported: bert, camembert, distilbert"):
         load_teacher(save_tiny(albert))
     with pytest.raises(MiniMoEError, match="not supported"):
@@ -219,7 +238,6 @@ def test_check_tokenizer(save_tiny):
     check_tokenizer(_tokenizer(VOCAB), teacher)
     with pytest.raises(MiniMoEError, match=f"has {VOCAB + 5} tokens but teacher .*embeddings hold {VOCAB}"):
         check_tokenizer(_tokenizer(VOCAB + 5), teacher)
-
 
 
 class _HoleyTokenizer:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from minimoe.distill.task_agnostic import RelationDistillation, build_student
+from minimoe.distill.objectives import RelationDistillation
 from minimoe.distill.teachers import load_teacher
-from minimoe.distill.trainer import Trainer, latest_checkpoint, param_groups
+from minimoe.distill.trainer import TrainConfig, Trainer, latest_checkpoint, param_groups
 from minimoe.errors import MiniMoEError
-from minimoe.recipe import StudentConfig, TrainConfig
+from minimoe.jobs.distill import StudentConfig, build_student
 
 
 class RandomIds(Dataset):
@@ -39,13 +39,23 @@ def collate(items):
 
 def objective(teacher_dir, experts=4):
     teacher = load_teacher(teacher_dir)
-    student = build_student(teacher, StudentConfig(layers=2, hidden=32, heads=4, experts=experts, intermediate=32), seed=0)
+    student = build_student(
+        teacher, StudentConfig(layers=2, hidden=32, heads=4, experts=experts, intermediate=32), seed=0
+    )
     return RelationDistillation(student, teacher, relation_heads=4, teacher_layer=-1, source="head")
 
 
 def config(tmp_path, **kw):
-    fields = dict(output_dir=str(tmp_path), batch_size=8, lr=2e-3, max_steps=12, warmup_ratio=0.1,
-                  log_every=1, save_every=4, threads=1)
+    fields = dict(
+        output_dir=str(tmp_path),
+        batch_size=8,
+        lr=2e-3,
+        max_steps=12,
+        warmup_ratio=0.1,
+        log_every=1,
+        save_every=4,
+        threads=1,
+    )
     fields.update(kw)
     return TrainConfig(**fields)
 
@@ -58,7 +68,6 @@ def test_distillation_loss_goes_down(tiny_teacher_dir, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
     assert latest_checkpoint(tmp_path).name == "step-30"
-    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):

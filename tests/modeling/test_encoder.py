@@ -14,21 +14,31 @@ def bert_to_minimoe(bert_state: dict) -> dict:
     """Rename a BertModel state dict into ours (a dense FFN is one expert)."""
     out = {}
     for key, value in bert_state.items():
-        key = (key.replace("attention.self.", "attention.")
-                  .replace("attention.output.", "attention.")
-                  .replace("intermediate.dense.weight", "ffn.w_in")
-                  .replace("intermediate.dense.bias", "ffn.b_in")
-                  .replace("output.dense.weight", "ffn.w_out")
-                  .replace("output.dense.bias", "ffn.b_out")
-                  .replace("output.LayerNorm", "ffn.LayerNorm"))
+        key = (
+            key.replace("attention.self.", "attention.")
+            .replace("attention.output.", "attention.")
+            .replace("intermediate.dense.weight", "ffn.w_in")
+            .replace("intermediate.dense.bias", "ffn.b_in")
+            .replace("output.dense.weight", "ffn.w_out")
+            .replace("output.dense.bias", "ffn.b_out")
+            .replace("output.LayerNorm", "ffn.LayerNorm")
+        )
         out[key] = value.unsqueeze(0) if ".ffn.w_" in key or ".ffn.b_" in key else value
     return out
 
 
 def test_single_expert_equals_transformers_bert(tiny_config, batch):
     config = tiny_config(num_experts=1)
-    bert = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=48, max_position_embeddings=64)).eval()
+    bert = BertModel(
+        BertConfig(
+            vocab_size=97,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+        )
+    ).eval()
     ours = MiniMoEModel(config).eval()
     state = {k: v for k, v in bert_to_minimoe(bert.state_dict()).items() if "position_ids" not in k}
     missing, unexpected = ours.load_state_dict(state, strict=False)
@@ -54,8 +64,7 @@ def test_auto_classes_round_trip(tmp_path, tiny_config, batch):
     assert type(loaded) is MiniMoEForSequenceClassification
     torch.testing.assert_close(loaded(ids, mask).logits, model(ids, mask).logits)
     base = AutoModel.from_pretrained(tmp_path).eval()  # the encoder out of a task checkpoint
-    torch.testing.assert_close(base(ids, mask).last_hidden_state,
-                               model.minimoe(ids, mask).last_hidden_state)
+    torch.testing.assert_close(base(ids, mask).last_hidden_state, model.minimoe(ids, mask).last_hidden_state)
 
 
 def test_qkv_are_the_layer_projections(tiny_config, batch):
@@ -118,7 +127,7 @@ def test_gradients_reach_router_and_every_used_expert(tiny_config, batch):
 def test_router_keeps_pytorch_default_init(tiny_config):
     model = MiniMoEModel(tiny_config(hidden_size=64, num_attention_heads=4, intermediate_size=64))
     router = model.encoder.layer[0].ffn.router.weight
-    bound = 1 / 64 ** 0.5
+    bound = 1 / 64**0.5
     assert router.abs().max() <= bound and router.std() > 0.05  # uniform(-1/8, 1/8), not N(0, 0.02)
     assert abs(model.encoder.layer[0].ffn.w_in.std().item() - 0.02) < 0.003
 

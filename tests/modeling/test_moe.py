@@ -63,12 +63,14 @@ def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypa
     called = []
     monkeypatch.setattr(ffn, "_dispatch_padded", lambda *a: called.append("padded"))
     monkeypatch.setattr(ffn, "_dispatch_grouped", lambda *a: called.append("grouped"))
-    cases = [((100, 100, 100, 100), "padded"),  # no padding
-             ((116, 100, 92, 92), "padded"),  # 64 padding rows = 16 per expert
-             ((117, 100, 92, 91), "grouped"),  # 68
-             ((1030, 990, 990, 990), "padded"),  # 120 rows for 4000 tokens: under 4 x 4000 / 128
-             ((1060, 980, 980, 980), "grouped"),  # 240
-             ((220, 60, 60, 60), "grouped")]
+    cases = [
+        ((100, 100, 100, 100), "padded"),  # no padding
+        ((116, 100, 92, 92), "padded"),  # 64 padding rows = 16 per expert
+        ((117, 100, 92, 91), "grouped"),  # 68
+        ((1030, 990, 990, 990), "padded"),  # 120 rows for 4000 tokens: under 4 x 4000 / 128
+        ((1060, 980, 980, 980), "grouped"),  # 240
+        ((220, 60, 60, 60), "grouped"),
+    ]
     for sizes, _ in cases:
         index = groups(*sizes)
         ffn.dispatch(torch.randn(index.numel(), 32), index)

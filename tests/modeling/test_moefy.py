@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, MPNetConfig
 
-from minimoe import MiniMoEError, student_config_from_teacher
+from minimoe import MiniMoEError
 from minimoe.modeling import MiniMoEConfig, MoEFeedForward, expert_neurons, moefy, moefy_layer_
 
 
@@ -54,8 +54,8 @@ def test_moefy_layer_fills_an_moe_ffn():
 
 def test_student_config_keeps_teacher_vocabulary():
     teacher = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, pad_token_id=0)
-    s = student_config_from_teacher(teacher, num_hidden_layers=3, hidden_size=384, num_experts=4)
+    s = MiniMoEConfig.for_student(layers=3, hidden=384, experts=4, teacher=teacher)
     assert (s.vocab_size, s.num_attention_heads, s.intermediate_size, s.num_experts) == (30522, 12, 1536, 4)
     mpnet = MPNetConfig(vocab_size=30527, pad_token_id=1, max_position_embeddings=514)
-    s = student_config_from_teacher(mpnet, num_hidden_layers=2, hidden_size=128, num_experts=1)
+    s = MiniMoEConfig.for_student(layers=2, hidden=128, experts=1, teacher=mpnet)
     assert (s.vocab_size, s.pad_token_id, s.max_position_embeddings, s.num_attention_heads) == (30527, 1, 512, 4)

@@ -24,11 +24,10 @@ import numpy as np
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from minimoe.io import atomic_path
-from minimoe.data.convert import Document
-from minimoe.data.fetch import cache_dir, sha256_of
-from minimoe.data.text import split_sentences
+from minimoe.assets.cache import cache_dir, sha256_of
+from minimoe.data.text import Document, split_sentences
 from minimoe.errors import MiniMoEError
+from minimoe.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,9 @@ def plan_pairs(lengths: Sequence[int], budget: int) -> list[tuple[range, range]]
         total += length
     chunks.append(range(start, len(lengths)))
     middles = [chunk.start + max(1, len(chunk) // 2) for chunk in chunks]
-    return [(range(chunk.start, middle), range(middle, chunk.stop)) for chunk, middle in zip(chunks, middles, strict=True)]
+    return [
+        (range(chunk.start, middle), range(middle, chunk.stop)) for chunk, middle in zip(chunks, middles, strict=True)
+    ]
 
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, max_length: int, *texts: list[str]) -> tuple[list, list]:
@@ -112,7 +113,7 @@ def _encode(
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Hash what decides the ids: tokenizer class, vocabulary, and a probe pair's encoding (normalisation, special tokens)."""
+    """Hash what decides the ids: tokenizer class, vocabulary, a probe pair's encoding (normalisation, specials)."""
     probe = tokenizer("Héllo, WORLD!", "Second segment.", return_token_type_ids=True)
     vocab = sorted(tokenizer.get_vocab().items())
     payload = [type(tokenizer).__name__, vocab, probe["input_ids"], probe["token_type_ids"]]

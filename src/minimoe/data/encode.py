@@ -30,10 +30,12 @@ def encode_task(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase,
         raise MiniMoEError("no examples to encode")
     columns = [list(column) for column in zip(*(example.texts for example in examples), strict=True)]
     encoded = tokenizer(*columns, truncation=True, max_length=max_length)
-    return TaskDataset([
-        {key: values[i] for key, values in encoded.items()} | {"labels": example.label}
-        for i, example in enumerate(examples)
-    ])
+    return TaskDataset(
+        [
+            {key: values[i] for key, values in encoded.items()} | {"labels": example.label}
+            for i, example in enumerate(examples)
+        ]
+    )
 
 
 def pad_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:

@@ -13,13 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from minimoe.data.convert import NLI_LABELS
-from minimoe.data.metrics import METRICS
+from minimoe.data.metrics import METRICS, compute_metrics
 from minimoe.errors import MiniMoEError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = (".tsv", ".csv", ".jsonl")
+NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class TaskSpec:
         """Output size of a head for this task: the number of classes, or 1 for regression."""
         return 1 if self.labels is None else len(self.labels)
 
+    def score(self, preds, labels) -> dict[str, float]:
+        """The task's metrics (and "score", their mean) of predictions: class ids, logits [n, C] or values."""
+        return compute_metrics(self.metrics, preds, labels, self.labels is not None, self.name)
+
 
 @dataclass(frozen=True)
 class Example:
@@ -68,18 +72,31 @@ _SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("cola", ("sentence",), "label", _BINARY, ("mcc",), _SPLITS,
-                 columns=("source", "label", "original_mark", "sentence")),
+        TaskSpec(
+            "cola",
+            ("sentence",),
+            "label",
+            _BINARY,
+            ("mcc",),
+            _SPLITS,
+            columns=("source", "label", "original_mark", "sentence"),
+        ),
         TaskSpec("sst2", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
         TaskSpec("mrpc", ("#1 String", "#2 String"), "Quality", _BINARY, ("accuracy", "f1"), _SPLITS),
         TaskSpec("stsb", _PAIR, "score", None, ("pearson", "spearman"), _SPLITS),
         TaskSpec("qqp", ("question1", "question2"), "is_duplicate", _BINARY, ("accuracy", "f1"), _SPLITS),
-        TaskSpec("mnli", _PAIR, "gold_label", NLI_LABELS, ("accuracy",),
-                 {"train": "train.tsv", "dev": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"}),
+        TaskSpec(
+            "mnli",
+            _PAIR,
+            "gold_label",
+            NLI_LABELS,
+            ("accuracy",),
+            {"train": "train.tsv", "dev": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
+        ),
         TaskSpec("qnli", ("question", "sentence"), "label", _NLI2, ("accuracy",), _SPLITS),
         TaskSpec("rte", _PAIR, "label", _NLI2, ("accuracy",), _SPLITS),
         TaskSpec("wnli", _PAIR, "label", _BINARY, ("accuracy",), _SPLITS),  # 1 = entailment
-        # packaged tasks, in the layouts written by minimoe.data.fetch
+        # packaged tasks, in the layouts written by minimoe.assets.fetch
         TaskSpec("snli", _PAIR, "label", NLI_LABELS, ("accuracy",), _SPLITS),
         TaskSpec("movie-sentiment", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
     )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import html
 import re
 
+Document = list[str]
+"""One document: its sentences in order."""
+
 _BOUNDARY = re.compile(r"""([.!?]+["'”’)\]]*)\s+(?=["'“‘(\[]?[A-Z0-9])""")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st jr sr vs e.g i.e no nos fig figs inc ltd co corp gen col lt sgt capt "

@@ -44,9 +44,7 @@ def relation_kl(
     widths may differ; both are split into `num_heads` relation heads. Gradients reach the student only.
     """
     if len(teacher_qkv) != len(student_qkv):
-        raise MiniMoEError(
-            f"relation_kl got {len(teacher_qkv)} teacher but {len(student_qkv)} student tensors"
-        )
+        raise MiniMoEError(f"relation_kl got {len(teacher_qkv)} teacher but {len(student_qkv)} student tensors")
     valid_rows = mask.bool()[:, None, :]  # [B, 1, T]
     num_rows = (valid_rows.sum() * num_heads).clamp(min=1)
     losses = []
@@ -98,12 +96,15 @@ def logit_kd_loss(
         distill = F.mse_loss(student, teacher_logits.reshape(-1).to(student.dtype))
     else:
         task = F.cross_entropy(student_logits, labels)
-        distill = F.kl_div(
-            F.log_softmax(student_logits / temperature, dim=-1),  # [B, C]
-            F.log_softmax(teacher_logits / temperature, dim=-1),  # [B, C]
-            reduction="batchmean",
-            log_target=True,
-        ) * temperature**2
+        distill = (
+            F.kl_div(
+                F.log_softmax(student_logits / temperature, dim=-1),  # [B, C]
+                F.log_softmax(teacher_logits / temperature, dim=-1),  # [B, C]
+                reduction="batchmean",
+                log_target=True,
+            )
+            * temperature**2
+        )
     return (1.0 - alpha) * task + alpha * distill
 
 

@@ -7,8 +7,6 @@ small student's step). Stored as float16 [tokens, 3, H] with per-sequence offset
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +14,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from minimoe.assets.cache import content_key, weights_stamp
 from minimoe.distill.teachers import Teacher
 from minimoe.errors import MiniMoEError
-from minimoe.io import atomic_path
+from minimoe.files import atomic_path
 
 
 def _identity(data: Dataset):
@@ -32,9 +31,7 @@ def _identity(data: Dataset):
 
 def cache_key(teacher_dir: str, layer: int, data: Dataset) -> str:
     """Names a cache by the teacher's weights (path + mtime), the layer and the corpus it covers."""
-    weights = sorted(Path(teacher_dir).glob("*.safetensors"))
-    stamp = [f"{w.resolve()}:{w.stat().st_mtime_ns}" for w in weights] or [teacher_dir]
-    return hashlib.sha256(json.dumps([stamp, layer, _identity(data)]).encode()).hexdigest()[:24]
+    return content_key(weights_stamp(teacher_dir), layer, _identity(data))
 
 
 def packed_qkv(teacher: Teacher, input_ids, attention_mask, token_type_ids=None, layer: int = -1) -> torch.Tensor:
@@ -44,8 +41,9 @@ def packed_qkv(teacher: Teacher, input_ids, attention_mask, token_type_ids=None,
 
 
 @torch.no_grad()
-def build_teacher_cache(teacher: Teacher, data: Dataset, collate, layer: int, directory: Path,
-                        batch_size: int = 64) -> Path:
+def build_teacher_cache(
+    teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int = 64
+) -> Path:
     """Run the teacher over every sequence once and store its Q/K/V of `layer` (skipped if present)."""
     if (directory / "qkv.npy").is_file():
         return directory
@@ -54,14 +52,15 @@ def build_teacher_cache(teacher: Teacher, data: Dataset, collate, layer: int, di
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         np.save(tmp / "offsets.npy", offsets)
-        store = np.lib.format.open_memmap(tmp / "qkv.npy", mode="w+", dtype=np.float16,
-                                          shape=(int(offsets[-1]), 3, teacher.hidden_size))
+        store = np.lib.format.open_memmap(
+            tmp / "qkv.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), 3, teacher.hidden_size)
+        )
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
         row = 0
         for batch in tqdm(loader, desc="teacher Q/K/V cache", unit="batch"):
             qkv = packed_qkv(teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer)
             for seq in qkv:
-                store[offsets[row]: offsets[row + 1]] = seq[: lengths[row]].numpy()
+                store[offsets[row] : offsets[row + 1]] = seq[: lengths[row]].numpy()
                 row += 1
         store.flush()
         del store
@@ -76,8 +75,10 @@ class CachedTeacherCorpus(Dataset):
         self.offsets = np.load(directory / "offsets.npy")
         self.qkv = np.load(directory / "qkv.npy", mmap_mode="r")
         if len(self.offsets) != len(data) + 1:
-            raise MiniMoEError(f"teacher cache {directory} holds {len(self.offsets) - 1} sequences, the corpus "
-                               f"{len(data)}: delete the cache directory to rebuild it")
+            raise MiniMoEError(
+                f"teacher cache {directory} holds {len(self.offsets) - 1} sequences, the corpus "
+                f"{len(data)}: delete the cache directory to rebuild it"
+            )
 
     def __len__(self) -> int:
         return len(self.data)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 
+from minimoe.assets.resolve import load_pretrained
 from minimoe.errors import MiniMoEError
-from minimoe.resolve import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,7 @@ class _Adapter:
     takes_token_type_ids: bool
 
 
-_BERT_LIKE = _Adapter(
-    "encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"), True
-)
+_BERT_LIKE = _Adapter("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"), True)
 
 ADAPTERS: dict[str, _Adapter] = {
     "bert": _BERT_LIKE,
@@ -37,9 +35,7 @@ ADAPTERS: dict[str, _Adapter] = {
     "electra": _BERT_LIKE,
     "camembert": _BERT_LIKE,
     "mpnet": _Adapter("encoder.layer", ("attention.attn.q", "attention.attn.k", "attention.attn.v"), False),
-    "distilbert": _Adapter(
-        "transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin"), False
-    ),
+    "distilbert": _Adapter("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin"), False),
     "minimoe": _Adapter("encoder.layer", ("attention.query", "attention.key", "attention.value"), True),
 }
 
@@ -68,9 +64,7 @@ class Teacher(nn.Module):
         try:
             self.model.get_submodule(self._adapter.layers)
         except AttributeError as err:
-            raise MiniMoEError(
-                f"teacher {self.name!r} ({model_type}) has no {self._adapter.layers!r}: {err}"
-            ) from None
+            raise MiniMoEError(f"teacher {self.name!r} ({model_type}) has no {self._adapter.layers!r}: {err}") from None
         self.model.requires_grad_(False)
         self.eval()
 
@@ -116,9 +110,7 @@ class Teacher(nn.Module):
     def _qkv_modules(self, layer: int) -> list[nn.Module]:
         """The Q, K, V linear modules of `layer` (negative counts from the end)."""
         if not -self.num_layers <= layer < self.num_layers:
-            raise MiniMoEError(
-                f"teacher layer {layer} is out of range for {self.name!r} with {self.num_layers} layers"
-            )
+            raise MiniMoEError(f"teacher layer {layer} is out of range for {self.name!r} with {self.num_layers} layers")
         block = self.layers[layer]
         return [block.get_submodule(path) for path in self._adapter.qkv]
 
@@ -175,6 +167,5 @@ def check_tokenizer(tokenizer, teacher: Teacher) -> None:
         token_id = getattr(tokenizer, field, None)
         if token_id is not None and not 0 <= token_id < rows:
             raise MiniMoEError(
-                f"tokenizer {tokenizer_name} has {field}={token_id} but teacher {teacher.name}'s "
-                f"embeddings hold {rows}"
+                f"tokenizer {tokenizer_name} has {field}={token_id} but teacher {teacher.name}'s embeddings hold {rows}"
             )

@@ -24,11 +24,48 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from minimoe.errors import MiniMoEError
-from minimoe.recipe import TrainConfig
-from minimoe.report import plot_curves
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop shared by distillation and fine-tuning (the `train:` section of a recipe)."""
+
+    output_dir: str = "runs/minimoe"  # run directory: recipe, metrics, TensorBoard, checkpoints, the model
+    seed: int = 42  # seeds weights, data order, dropout and router noise
+    batch_size: int = 32  # sequences per process and step (before accumulation)
+    grad_accum: int = 1  # micro-batches accumulated into one optimizer step
+    lr: float = 3e-4  # peak AdamW learning rate (linear warmup, then linear decay to 0)
+    weight_decay: float = 0.01  # AdamW weight decay; never applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.01  # fraction of the steps spent warming up
+    epochs: float = 1.0  # passes over the data (fractions allowed)
+    max_steps: int = 0  # optimizer steps; > 0 overrides epochs
+    grad_clip: float = 5.0  # max gradient norm; 0 = no clipping
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    log_every: int = 10  # optimizer steps between logged training metrics
+    save_every: int = 100  # optimizer steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = once per epoch (fine-tuning) / never (distillation)
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise MiniMoEError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "save_every", "eval_every", "threads", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise MiniMoEError(f"train.{name} must not be negative, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise MiniMoEError(f"train.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise MiniMoEError(f"train.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
+        if not self.epochs > 0 and not self.max_steps:
+            raise MiniMoEError(f"train.epochs must be positive (or set train.max_steps), got {self.epochs}")
+        if self.mixed_precision not in {"no", "bf16", "fp16"}:
+            raise MiniMoEError(f"train.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -57,8 +94,6 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
 
     `find_unused_parameters` is for objectives that leave some weights off the loss path under DDP.
     """
-    if cfg.mixed_precision not in {"no", "bf16", "fp16"}:
-        raise MiniMoEError(f"train.mixed_precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return Accelerator(
@@ -67,7 +102,9 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "tensorboard")),
+        project_config=ProjectConfiguration(
+            project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "tensorboard")
+        ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
@@ -107,8 +144,13 @@ class Trainer:
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
         # The loader's own generator keeps its per-epoch seed draw off the global RNG (dropout, router
         # noise), so a resumed run draws the same random numbers as an uninterrupted one.
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(cfg.seed))
+        loader = DataLoader(
+            data,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay), lr=cfg.lr)
         self.model, self.optimizer, self.loader = self.accelerator.prepare(objective, optimizer, loader)
         per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
@@ -237,14 +279,18 @@ class Trainer:
         """Resume if asked, run the loop under a progress bar, evaluate and checkpoint at the end."""
         acc, start = self.accelerator, time.time()
         resumed = self.maybe_resume()
-        with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                  disable=not acc.is_local_main_process, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not acc.is_local_main_process,
+            dynamic_ncols=True,
+        ) as bar:
             last = self.loop(bar)
         final = {f"eval/{k}": v for k, v in self.run_eval().items()}
         self.save_checkpoint()
         acc.end_training()
-        if acc.is_main_process:
-            plot_curves(self.metrics_file, self.out / "curves.png", ("train/loss", "train/relation_kl", "eval/score"))
         return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
 
 

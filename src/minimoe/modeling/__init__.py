@@ -1,9 +1,9 @@
 """The MiniMoE model: config, encoder, mixture-of-minimal-experts FFN, heads, moefy."""
 
-from minimoe.modeling.config import MiniMoEConfig, student_config_from_teacher
+from minimoe.modeling.config import MiniMoEConfig
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEModelOutput, MiniMoEPreTrainedModel
 from minimoe.modeling.heads import MiniMoEForSequenceClassification, MiniMoESequenceClassifierOutput
-from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
+from minimoe.modeling.moe import MoEFeedForward, load_balance_loss, with_balance_loss
 from minimoe.modeling.moefy import expert_neurons, moefy, moefy_layer_, moefy_random_init_
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "moefy",
     "moefy_layer_",
     "moefy_random_init_",
-    "student_config_from_teacher",
+    "with_balance_loss",
 ]

@@ -58,8 +58,15 @@ class MiniMoEConfig(PretrainedConfig):
 
     def validate_shapes(self) -> None:
         """Reject shapes the encoder cannot build, naming the offending field."""
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "num_experts", "max_position_embeddings"):
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_experts",
+            "max_position_embeddings",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise MiniMoEError(f"config field {field} must be a positive integer, got {value!r}")
@@ -75,35 +82,36 @@ class MiniMoEConfig(PretrainedConfig):
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-
-def student_config_from_teacher(
-    teacher_config: PretrainedConfig,
-    num_hidden_layers: int,
-    hidden_size: int,
-    num_attention_heads: int | None = None,
-    num_experts: int = 4,
-    intermediate_size: int | None = None,
-    **overrides,
-) -> MiniMoEConfig:
-    """A student config of the given shape that keeps the teacher's vocabulary and special tokens.
-
-    Heads default to hidden/32 (the paper's head size 32), the per-expert FFN width to 4 x hidden.
-    """
-    heads = num_attention_heads or max(1, hidden_size // 32)
-    max_pos = getattr(teacher_config, "max_position_embeddings", 512)
-    if getattr(teacher_config, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "mpnet"}:
-        # These families offset positions by pad_token_id + 1; the student counts from 0.
-        max_pos = max_pos - (getattr(teacher_config, "pad_token_id", 1) or 0) - 1
-    fields = dict(
-        vocab_size=teacher_config.vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate_size or 4 * hidden_size,
-        num_experts=num_experts,
-        max_position_embeddings=max_pos,
-        type_vocab_size=max(2, getattr(teacher_config, "type_vocab_size", 2) or 2),
-        pad_token_id=getattr(teacher_config, "pad_token_id", 0) or 0,
-    )
-    fields.update(overrides)
-    return MiniMoEConfig(**fields)
+    @classmethod
+    def for_student(
+        cls,
+        layers: int,
+        hidden: int,
+        experts: int = 4,
+        heads: int = 0,
+        intermediate: int = 0,
+        teacher: PretrainedConfig | None = None,
+        **overrides,
+    ) -> MiniMoEConfig:
+        """The one place student shapes get their defaults: heads = hidden / 32 (the paper's head size),
+        per-expert FFN width = 4 x hidden; vocabulary, positions and special tokens from `teacher`.
+        """
+        fields = dict(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads or max(1, hidden // 32),
+            intermediate_size=intermediate or 4 * hidden,
+            num_experts=experts,
+        )
+        if teacher is not None:
+            max_pos = getattr(teacher, "max_position_embeddings", 512)
+            if getattr(teacher, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "mpnet"}:
+                # These families offset positions by pad_token_id + 1; the student counts from 0.
+                max_pos = max_pos - (getattr(teacher, "pad_token_id", 1) or 0) - 1
+            fields |= dict(
+                vocab_size=teacher.vocab_size,
+                max_position_embeddings=max_pos,
+                type_vocab_size=max(2, getattr(teacher, "type_vocab_size", 2) or 2),
+                pad_token_id=getattr(teacher, "pad_token_id", 0) or 0,
+            )
+        return cls(**(fields | overrides))

@@ -11,6 +11,7 @@ from transformers.utils import ModelOutput
 
 from minimoe.modeling.config import MiniMoEConfig
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEPreTrainedModel
+from minimoe.modeling.moe import with_balance_loss
 
 
 @dataclass
@@ -66,8 +67,7 @@ class MiniMoEForSequenceClassification(MiniMoEPreTrainedModel):
                 loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
             else:
                 loss = F.cross_entropy(logits.float(), labels.long())
-            if out.aux_loss is not None:
-                loss = loss + self.config.router_aux_loss_coef * out.aux_loss
+            loss = with_balance_loss(loss, out.aux_loss, self.config.router_aux_loss_coef)
         return MiniMoESequenceClassifierOutput(
             loss=loss,
             logits=logits,

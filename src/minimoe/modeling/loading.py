@@ -17,8 +17,15 @@ from minimoe.errors import MiniMoEError
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 # Config fields a tensor dimension can come from, in the order we blame them.
-SHAPE_FIELDS = ("num_experts", "intermediate_size", "hidden_size", "vocab_size",
-                "max_position_embeddings", "type_vocab_size", "num_labels")
+SHAPE_FIELDS = (
+    "num_experts",
+    "intermediate_size",
+    "hidden_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "num_labels",
+)
 
 
 def read_config(directory: Path) -> dict:

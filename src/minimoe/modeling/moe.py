@@ -91,8 +91,9 @@ class MoEFeedForward(nn.Module):
             return self._dispatch_padded(x, index, order, counts, capacity)
         return self._dispatch_grouped(x, order, counts.tolist())
 
-    def _dispatch_padded(self, x: torch.Tensor, index: torch.Tensor, order: torch.Tensor, counts: torch.Tensor,
-                         capacity: int) -> torch.Tensor:
+    def _dispatch_padded(
+        self, x: torch.Tensor, index: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, capacity: int
+    ) -> torch.Tensor:
         """Groups zero-padded to `capacity` rows, then two batched matmuls over all experts at once."""
         E, C, (N, H) = self.num_experts, capacity, x.shape
         starts = counts.cumsum(0) - counts  # [E]
@@ -114,9 +115,9 @@ class MoEFeedForward(nn.Module):
         inverse[order] = torch.arange(order.numel(), device=order.device)
         w_in, b_in, w_out, b_out = (p.unbind(0) for p in (self.w_in, self.b_in, self.w_out, self.b_out))
         groups = Permute.apply(x, order, inverse).split(counts)  # E x [n_e, H]
-        y_sorted = torch.cat([
-            F.linear(self.act(F.linear(g, w_in[e], b_in[e])), w_out[e], b_out[e]) for e, g in enumerate(groups)
-        ])  # [N, H]
+        y_sorted = torch.cat(
+            [F.linear(self.act(F.linear(g, w_in[e], b_in[e])), w_out[e], b_out[e]) for e, g in enumerate(groups)]
+        )  # [N, H]
         return Permute.apply(y_sorted, inverse, order)  # [N, H]
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -174,3 +175,8 @@ def load_balance_loss(router_logits: torch.Tensor, attention_mask: torch.Tensor 
     chosen = probs.max(dim=0).indices  # [N]; argmax over dim 0 is ~10x slower on CPU
     fraction = torch.bincount(chosen, weights=weight, minlength=E) / total  # [E], no gradient
     return E * (mean_prob * fraction).sum()
+
+
+def with_balance_loss(loss: torch.Tensor, aux_loss: torch.Tensor | None, coef: float) -> torch.Tensor:
+    """The paper's total objective: task loss + coef x balance loss (unchanged when there is no router)."""
+    return loss if aux_loss is None else loss + coef * aux_loss

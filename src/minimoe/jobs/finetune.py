@@ -6,10 +6,9 @@ inside the training loop and several students can share one pass.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,41 +17,43 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
+from minimoe.assets.cache import cache_dir, content_key, weights_stamp
+from minimoe.assets.fetch import PACKAGED_TASKS, fetch_task
+from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.data.encode import TaskDataset, encode_task, pad_collator
-from minimoe.data.fetch import PACKAGED_TASKS, cache_dir, fetch_task
-from minimoe.data.metrics import compute_metrics
 from minimoe.data.tasks import TaskSpec, custom_task, get_task, load_hf_task, load_task
-from minimoe.distill.losses import logit_kd_loss
-from minimoe.distill.trainer import Trainer, make_accelerator
+from minimoe.distill.objectives import TaskObjective
+from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
-from minimoe.io import atomic_path, atomic_write_text, save_model
-from minimoe.recipe import FinetuneConfig, dump_recipe
-from minimoe.resolve import load_pretrained, resolve_model
+from minimoe.files import atomic_path, atomic_write_text, save_model
+from minimoe.recipe import dump_recipe
+from minimoe.report import plot_curves
 
-class TaskObjective(nn.Module):
-    """A sequence-classification model -> loss dict (CE/MSE, or KD against cached teacher logits).
 
-    For MiniMoE models the router balance loss is added with the model's own coefficient.
-    """
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a student or a teacher on a task, with optional logit KD (`minimoe finetune`)."""
 
-    def __init__(self, model: nn.Module, regression: bool, kd_alpha: float, kd_temperature: float):
-        super().__init__()
-        self.model, self.regression = model, regression
-        self.kd_alpha, self.kd_temperature = kd_alpha, kd_temperature
-
-    def forward(self, labels, teacher_logits=None, **inputs) -> dict[str, torch.Tensor]:
-        out = self.model(**inputs)
-        logits = out.logits  # [B, C]
-        alpha = self.kd_alpha if teacher_logits is not None else 0.0
-        teacher = teacher_logits if teacher_logits is not None else logits.detach()
-        loss = logit_kd_loss(logits, teacher, labels, alpha, self.kd_temperature, self.regression)
-        result = {"task_loss": loss, "logits": logits}
-        aux = getattr(out, "aux_loss", None)
-        if aux is not None:
-            loss = loss + self.model.config.router_aux_loss_coef * aux
-            result["balance"] = aux
-        result["loss"] = loss
-        return result
+    model: str = ""  # a MiniMoE student directory, or any HF encoder (a teacher's own score)
+    task: str = "movie-sentiment"  # a GLUE task, a packaged task (snli, movie-sentiment), or a name for your files
+    data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library
+    train_file: str = ""  # your own CSV/TSV/JSONL training file (with dev_file, text_columns, label_column, labels)
+    dev_file: str = ""  # your own dev file; empty = evaluate on the training file
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of your files
+    label_column: str = "label"  # the label column of your files
+    labels: list[str] = field(default_factory=list)  # label values of your files; empty = regression
+    teacher: str = ""  # a fine-tuned teacher directory for logit KD; empty = no KD
+    kd_alpha: float = 0.5  # weight of the KD loss (the rest is the task loss)
+    kd_temperature: float = 1.0  # softmax temperature of the KD loss
+    max_length: int = 128  # tokens per example
+    max_train_examples: int = 0  # a fixed random subset of the training set; 0 = all
+    max_eval_examples: int = 0  # a fixed random subset of the dev set; 0 = all
+    metric_for_best: str = ""  # dev metric that picks the best checkpoint; empty = the task's main score
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            output_dir="runs/finetune", lr=5e-5, warmup_ratio=0.1, epochs=3.0, grad_clip=1.0, save_every=0
+        )
+    )
 
 
 def _subsample(examples: list, limit: int) -> list:
@@ -63,8 +64,13 @@ def _subsample(examples: list, limit: int) -> list:
 def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, list]:
     """The task spec and its train/dev examples, from files, the packaged cache or the hub."""
     if cfg.train_file:
-        spec = custom_task(cfg.task, {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file},
-                           cfg.text_columns, cfg.label_column, cfg.labels or None)
+        spec = custom_task(
+            cfg.task,
+            {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file},
+            cfg.text_columns,
+            cfg.label_column,
+            cfg.labels or None,
+        )
         train, dev = load_task(spec, "/", "train"), load_task(spec, "/", "dev")
     elif cfg.data_dir == "hub":
         spec = get_task(cfg.task)
@@ -85,7 +91,10 @@ def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
     """Any HF encoder (MiniMoE included) with a fresh or matching classification head for the task."""
     labels = spec.labels or ("score",)
     return load_pretrained(
-        AutoModelForSequenceClassification, path, num_labels=spec.num_labels, id2label=dict(enumerate(labels)),
+        AutoModelForSequenceClassification,
+        path,
+        num_labels=spec.num_labels,
+        id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
 
@@ -102,9 +111,7 @@ def check_same_tokenizer(student_tok, teacher_tok, teacher: str) -> None:
 @torch.no_grad()
 def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) -> torch.Tensor:
     """Logits [N, C] of a fine-tuned teacher on the (tokenised) training set, cached on disk by content."""
-    weights = sorted(Path(teacher).glob("*.safetensors"))
-    stamp = [f"{w.resolve()}:{w.stat().st_mtime_ns}" for w in weights] or [teacher]
-    digest = hashlib.sha256(json.dumps([stamp, [f["input_ids"] for f in data.features]]).encode()).hexdigest()[:24]
+    digest = content_key(weights_stamp(teacher), [f["input_ids"] for f in data.features])
     path = cache_dir() / "teacher-logits" / f"{digest}.pt"
     if path.is_file():
         return torch.load(path)
@@ -128,12 +135,12 @@ def make_evaluator(accelerator, spec: TaskSpec, data: TaskDataset, collate, batc
             logits, gold = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
             preds.append(logits.cpu())
             labels.append(gold.cpu())
-        return compute_metrics(spec, torch.cat(preds).numpy(), torch.cat(labels).numpy())
+        return spec.score(torch.cat(preds).numpy(), torch.cat(labels).numpy())
 
     return evaluate
 
 
-def run_finetune(cfg: FinetuneConfig) -> dict:
+def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, keep the best dev checkpoint under output_dir/best, write results.json; return it."""
     if not cfg.model:
         raise MiniMoEError("finetune needs --model (a student directory, a packaged teacher name, or a hub name)")
@@ -150,7 +157,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         with accelerator.main_process_first():
             logits = teacher_logits(cfg.teacher, train_data, collate, cfg.train.batch_size * 2)
         if logits.shape != (len(train_data), spec.num_labels):
-            raise MiniMoEError(f"KD teacher {cfg.teacher} gives {logits.shape[1]} outputs; task {spec.name} has {spec.num_labels}")
+            raise MiniMoEError(
+                f"KD teacher {cfg.teacher} gives {logits.shape[1]} outputs; task {spec.name} has {spec.num_labels}"
+            )
         train_data = TaskDataset([f | {"teacher_logits": lg.tolist()} for f, lg in zip(train_data.features, logits)])
 
     objective = TaskObjective(load_task_model(model_path, spec), spec.labels is None, cfg.kd_alpha, cfg.kd_temperature)
@@ -165,8 +174,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(dump_recipe(cfg))
-    trainer = Trainer(cfg.train, objective, train_data, collate, evaluate=evaluate, best_metric=best_metric,
-                      on_best=on_best, accelerator=accelerator, run_config=asdict(cfg))
+    trainer = Trainer(
+        cfg.train,
+        objective,
+        train_data,
+        collate,
+        evaluate=evaluate,
+        best_metric=best_metric,
+        on_best=on_best,
+        accelerator=accelerator,
+        run_config=asdict(cfg),
+    )
     result = trainer.train()
     final = {k.removeprefix("eval/"): round(v, 4) for k, v in result.last_metrics.items() if k.startswith("eval/")}
     summary = {
@@ -177,10 +195,13 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         "dev_examples": len(dev_data),
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
-        "best": {k: round(v, 4) for k, v in json.loads(best_file.read_text()).items()} if best_file.is_file() else final,
+        "best": {k: round(v, 4) for k, v in json.loads(best_file.read_text()).items()}
+        if best_file.is_file()
+        else final,
         "final": final,
         "best_dir": str(out / "best"),
     }
     if accelerator.is_main_process:
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+        plot_curves(out / "metrics.jsonl", out / "curves.png", ("train/loss", "train/balance", "eval/score"))
     return summary

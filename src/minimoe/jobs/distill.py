@@ -3,71 +3,69 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import AutoTokenizer
 
+from minimoe.assets.cache import cache_dir
+from minimoe.assets.fetch import CORPORA, fetch_corpus
+from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.data.corpus import build_corpus
-from minimoe.data.fetch import CORPORA, cache_dir, fetch_corpus
 from minimoe.data.encode import pad_collator
-from minimoe.distill.losses import RelationHead, choose_relation_heads, relation_kl
+from minimoe.distill.losses import choose_relation_heads
+from minimoe.distill.objectives import RelationDistillation
 from minimoe.distill.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
 from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
-from minimoe.distill.trainer import Trainer, make_accelerator
+from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
-from minimoe.io import atomic_write_text, save_model
-from minimoe.modeling import MiniMoEModel, moefy_random_init_, student_config_from_teacher
-from minimoe.resolve import load_pretrained, resolve_model
-from minimoe.recipe import DistillConfig, StudentConfig, dump_recipe
-
-RELATION_SOURCES = ("head", "last_layer")
+from minimoe.files import atomic_write_text, save_model
+from minimoe.modeling import MiniMoEConfig, MiniMoEModel, moefy_random_init_
+from minimoe.recipe import dump_recipe
+from minimoe.report import plot_curves
 
 
-class RelationDistillation(nn.Module):
-    """The trainable side of distillation: student (+ the paper's relation head) -> loss dict.
+@dataclass
+class StudentConfig:
+    """Student shape (the `student:` section); vocabulary and special tokens come from the teacher."""
 
-    The teacher is held as a plain attribute, not a submodule, so DDP never wraps it and checkpoints
-    never hold it.
-    """
+    layers: int = 3  # transformer layers
+    hidden: int = 384  # hidden size
+    heads: int = 0  # attention heads; 0 = hidden / 32, the paper's head size
+    experts: int = 4  # FFN experts per layer; 1 = a dense (MiniLM-style) student
+    intermediate: int = 0  # FFN width of one expert; 0 = 4 x hidden
+    router_noise: float = 0.1  # uniform noise on the router logits in training (the paper's eps)
+    router_aux_loss_coef: float = 0.01  # weight of the load-balance loss
+    dropout: float = 0.1  # hidden and attention dropout
 
-    def __init__(self, student: MiniMoEModel, teacher: Teacher, relation_heads: int, teacher_layer: int, source: str):
-        super().__init__()
-        if source not in RELATION_SOURCES:
-            raise MiniMoEError(f"relation_source must be one of {RELATION_SOURCES}, got {source!r}")
-        self.student = student
-        self.relation_head = RelationHead(student.config.hidden_size) if source == "head" else None
-        object.__setattr__(self, "teacher", teacher)
-        self.relation_heads, self.teacher_layer = relation_heads, teacher_layer
-        self.aux_coef = student.config.router_aux_loss_coef
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, teacher_qkv=None) -> dict[str, torch.Tensor]:
-        """One batch -> losses; `teacher_qkv` [B, T, 3, H] comes from the teacher cache when one is used."""
-        if teacher_qkv is None:
-            with torch.no_grad():
-                t_qkv = self.teacher.qkv(input_ids, attention_mask, token_type_ids, layer=self.teacher_layer)
-        else:
-            t_qkv = teacher_qkv.float().unbind(dim=2)  # 3 x [B, T, H]
-        out = self.student(input_ids, attention_mask, token_type_ids, output_qkv=self.relation_head is None)
-        s_qkv = out.qkv[-1] if self.relation_head is None else self.relation_head(out.last_hidden_state)
-        rel = relation_kl(t_qkv, s_qkv, attention_mask, self.relation_heads)  # each qkv [B, T, H]
-        if out.aux_loss is None:
-            return {"loss": rel, "relation_kl": rel}
-        return {"loss": rel + self.aux_coef * out.aux_loss, "relation_kl": rel, "balance": out.aux_loss}
+@dataclass
+class DistillConfig:
+    """Task-agnostic MiniLMv2 relation distillation (`minimoe distill`)."""
+
+    teacher: str = "all-MiniLM-L6-v2"  # a packaged teacher name, a hub name or a local directory
+    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])  # packaged corpus names, text files, hf:NAME
+    max_length: int = 128  # tokens per segment pair
+    max_sequences: int = 0  # cap on corpus segment pairs; 0 = all
+    teacher_layer: int = -1  # teacher layer whose Q/K/V relations are distilled (-1 = last)
+    relation_heads: int = 32  # relation heads: the largest divisor of both widths not above this
+    relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
+    cache_teacher: bool = False  # run the teacher once over the corpus and reuse its Q/K/V (many students)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/distill"))
 
 
 def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEModel:
     """A randomly initialised student of the given shape, experts moefied as in the paper."""
-    config = student_config_from_teacher(
-        teacher.config,
-        num_hidden_layers=shape.layers,
-        hidden_size=shape.hidden,
-        num_attention_heads=shape.heads or None,
-        num_experts=shape.experts,
-        intermediate_size=shape.intermediate or None,
+    config = MiniMoEConfig.for_student(
+        shape.layers,
+        shape.hidden,
+        shape.experts,
+        shape.heads,
+        shape.intermediate,
+        teacher=teacher.config,
         router_noise=shape.router_noise,
         router_aux_loss_coef=shape.router_aux_loss_coef,
         hidden_dropout_prob=shape.dropout,
@@ -92,13 +90,15 @@ def load_corpus(sources: list[str], tokenizer, max_length: int, limit: int = 0) 
         elif Path(source).is_file():
             resolved.append(Path(source))
         else:
-            raise MiniMoEError(f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME")
+            raise MiniMoEError(
+                f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME"
+            )
     datasets_ = [build_corpus(s, tokenizer, max_length) for s in resolved]
     data = datasets_[0] if len(datasets_) == 1 else ConcatDataset(datasets_)
     return Subset(data, range(limit)) if 0 < limit < len(data) else data
 
 
-def run_distill(cfg: DistillConfig) -> dict:
+def run(cfg: DistillConfig) -> dict:
     """Distil, export the student (without the relation head) and return a summary dict."""
     out = Path(cfg.train.output_dir)
     teacher_path = resolve_model(cfg.teacher)
@@ -136,5 +136,6 @@ def run_distill(cfg: DistillConfig) -> dict:
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(trainer.model).student, tokenizer, out / "student")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        plot_curves(out / "metrics.jsonl", out / "curves.png", ("train/loss", "train/relation_kl", "train/balance"))
     accelerator.wait_for_everyone()
     return summary

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from minimoe.errors import MiniMoEError
-from minimoe.study import StudyConfig, parse_size, run_study
+from minimoe.jobs.study import StudyConfig, parse_size
+from minimoe.jobs.study import run as run_study
 
 
 def test_parse_size():
@@ -14,7 +15,9 @@ def test_parse_size():
         parse_size("big")
 
 
-@pytest.mark.parametrize("bad, message", [({"sizes": ["4L-192H", "big"]}, "big"), ({"relation_heads": 0}, "relation_heads")])
+@pytest.mark.parametrize(
+    "bad, message", [({"sizes": ["4L-192H", "big"]}, "big"), ({"relation_heads": 0}, "relation_heads")]
+)
 def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
     with pytest.raises(MiniMoEError, match=message):
         run_study(StudyConfig(output_dir=str(tmp_path / "study"), **bad))
@@ -30,16 +33,33 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
     for split in ("train", "dev"):
         (task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    cfg = StudyConfig(output_dir=str(tmp_path / "study"), teachers=[str(tiny_teacher_dir)], sizes=["1L-32H"],
-                      experts=[1, 4], seeds=[1, 2], tasks=["sst2"], data_root=str(tmp_path / "data"),
-                      corpus=[str(tiny_corpus)], max_length=24, distill_steps=3, distill_sequences=24,
-                      train_examples=0, eval_examples=0, student_epochs=1, teacher_epochs=1, kd_alpha=0.5,
-                      relation_heads=2, measure_latency=False)
+    cfg = StudyConfig(
+        output_dir=str(tmp_path / "study"),
+        teachers=[str(tiny_teacher_dir)],
+        sizes=["1L-32H"],
+        experts=[1, 4],
+        seeds=[1, 2],
+        tasks=["sst2"],
+        data_root=str(tmp_path / "data"),
+        corpus=[str(tiny_corpus)],
+        max_length=24,
+        distill_steps=3,
+        distill_sequences=24,
+        train_examples=0,
+        eval_examples=0,
+        student_epochs=1,
+        teacher_epochs=1,
+        kd_alpha=0.5,
+        relation_heads=2,
+        measure_latency=False,
+    )
     rows = run_study(cfg)
     assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
     assert "distill KL" not in rows[0] and all(0 < r["distill KL"] < 10 for r in rows[1:])
-    assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(rows[1]["paper GMACs"], rel=0.01)
+    assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(
+        rows[1]["paper GMACs"], rel=0.01
+    )
     out = tmp_path / "study"
     assert (out / "score_vs_flops.png").stat().st_size > 1000 and "MiniMoE" in (out / "study.md").read_text()
     summary = out / tiny_teacher_dir.name / "1L-32H-E4-s2" / "distill" / "summary.json"

