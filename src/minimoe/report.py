@@ -112,3 +112,49 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return Path(png)
+
+
+def plot_expert_diagnostics(report: dict, png: str | Path) -> Path:
+    """Expert diagnostics (`minimoe.diagnostics.diagnose`) as a PNG: load and router entropy per layer, and a
+    token-to-expert heat map (the share of each frequent token's occurrences each expert takes, per layer).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers, E = report["layers"], report["num_experts"]
+    heat = np.asarray(report["heatmap"]["fractions"])  # [L, K, E]
+    tokens = report["heatmap"]["tokens"]
+    fig, (ax_load, ax_entropy, ax_heat) = plt.subplots(
+        1, 3, figsize=(14, 0.9 + 0.18 * max(len(tokens), 12)), gridspec_kw={"width_ratios": [1, 1, 1.4]}
+    )
+    loads = np.asarray([layer["load"] for layer in layers])  # [L, E]
+    bottom = np.zeros(len(layers))
+    for e in range(E):  # stacked bars: each expert's share of the tokens per layer
+        ax_load.bar(range(len(layers)), 100 * loads[:, e], bottom=bottom, label=f"expert {e}")
+        bottom += 100 * loads[:, e]
+    ax_load.axhline(100 / E, color="k", lw=0.5, ls=":")
+    ax_load.set(title="load per expert (% of tokens)", xlabel="layer", xticks=range(len(layers)))
+    ax_load.legend(fontsize=6, ncol=2)
+    x = range(len(layers))
+    ax_entropy.plot(x, [layer["entropy_ratio"] for layer in layers], marker="o", label="entropy / ln E")
+    ax_entropy.plot(x, [layer["top_prob"] for layer in layers], marker="s", label="mean top probability")
+    ax_entropy.axhline(1 / E, color="k", lw=0.5, ls=":")
+    ax_entropy.set(title="router confidence", xlabel="layer", xticks=list(x), ylim=(0, 1.05))
+    ax_entropy.legend(fontsize=7)
+    ax_entropy.grid(alpha=0.3)
+    image = ax_heat.imshow(
+        heat.transpose(1, 0, 2).reshape(len(tokens), -1), aspect="auto", vmin=0, vmax=1, cmap="viridis"
+    )
+    ax_heat.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    ax_heat.set_xticks(range(0, heat.shape[0] * E, E), [f"L{i}" for i in range(heat.shape[0])])
+    for boundary in range(E, heat.shape[0] * E, E):
+        ax_heat.axvline(boundary - 0.5, color="w", lw=1)
+    ax_heat.set_title(f"token -> expert (share of its occurrences; {E} experts per layer)")
+    fig.colorbar(image, ax=ax_heat, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return Path(png)

@@ -22,6 +22,7 @@ from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
 from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text, save_model
+from minimoe.jobs.inspect import inspect_model
 from minimoe.modeling import MiniMoEConfig, MiniMoEModel, moefy_random_init_
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
@@ -39,6 +40,9 @@ class StudentConfig:
     router_noise: float = 0.1  # uniform noise on the router logits in training (the paper's eps)
     router_aux_loss_coef: float = 0.01  # weight of the load-balance loss
     dropout: float = 0.1  # hidden and attention dropout
+    init: str = (
+        "moefy"  # moefy (experts split from one random dense FFN, as the paper) | independent (each drawn alone)
+    )
 
 
 @dataclass
@@ -53,12 +57,23 @@ class DistillConfig:
     relation_heads: int = 32  # relation heads: the largest divisor of both widths not above this
     relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
     cache_teacher: bool = False  # run the teacher once over the corpus and reuse its Q/K/V (many students)
+    inspect_sequences: int = (
+        256  # corpus segment pairs the end-of-run expert diagnostics route (inspect.json/png); 0 = none
+    )
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/distill"))
 
 
+EXPERT_INITS = ("moefy", "independent")
+
+
 def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEModel:
-    """A randomly initialised student of the given shape, experts moefied as in the paper."""
+    """A randomly initialised student of the given shape, experts moefied as in the paper (or drawn independently).
+
+    Deterministic in `seed`, so `minimoe inspect` can rebuild a run's initialisation from its recipe.
+    """
+    if shape.init not in EXPERT_INITS:
+        raise MiniMoEError(f"student.init must be one of {', '.join(EXPERT_INITS)}, got {shape.init!r}")
     config = MiniMoEConfig.for_student(
         shape.layers,
         shape.hidden,
@@ -73,7 +88,8 @@ def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEM
     )
     torch.manual_seed(seed)
     student = MiniMoEModel(config, add_pooling_layer=False)
-    moefy_random_init_(student, generator=torch.Generator().manual_seed(seed))
+    if shape.init == "moefy":
+        moefy_random_init_(student, generator=torch.Generator().manual_seed(seed))
     return student
 
 
@@ -113,7 +129,7 @@ def run(cfg: DistillConfig) -> dict:
     teacher.to(accelerator.device)
     collate = pad_collator(tokenizer)
     with accelerator.main_process_first():
-        data = load_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
+        data = corpus = load_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
         if cfg.cache_teacher:
             directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
             build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
@@ -134,7 +150,12 @@ def run(cfg: DistillConfig) -> dict:
         "final": {k: round(v, 5) for k, v in result.last_metrics.items()},
     }
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(trainer.model).student, tokenizer, out / "student")
+        trained = accelerator.unwrap_model(trainer.model).student
+        save_model(trained, tokenizer, out / "student")
+        if cfg.inspect_sequences and cfg.student.experts > 1:  # written before summary.json, which marks the run done
+            sample = Subset(corpus, range(min(cfg.inspect_sequences, len(corpus))))
+            init = build_student(teacher, cfg.student, cfg.train.seed)
+            inspect_model(trained, tokenizer, sample, pad_collator(tokenizer), out, init=init.to(accelerator.device))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         plot_curves(out / "metrics.jsonl", out / "curves.png", ("train/loss", "train/relation_kl", "train/balance"))
     accelerator.wait_for_everyone()

@@ -1,0 +1,152 @@
+"""`minimoe inspect`: does a MiniMoE model use its experts? Diagnostics per layer on real text.
+
+Load per expert, router confidence, expert similarity (and distance from the moefy init when the distill run
+is known), the change of the output when every token is forced to one expert, and each expert's top tokens:
+a table on stdout, inspect.json and inspect.png. `minimoe distill` runs this on its student at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from transformers import AutoModel, AutoTokenizer
+
+import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
+from minimoe.assets.fetch import fetch_corpus
+from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.data.corpus import read_documents
+from minimoe.data.encode import encode_task, pad_collator
+from minimoe.data.tasks import Example
+from minimoe.diagnostics import diagnose, summary_rows
+from minimoe.errors import MiniMoEError
+from minimoe.files import atomic_write_text
+from minimoe.report import markdown_rows, plot_expert_diagnostics
+from minimoe.recipe import load_recipe
+
+DEFAULT_CORPUS = "wiki-summaries"
+
+
+@dataclass
+class InspectConfig:
+    """Expert diagnostics of a MiniMoE model on real text (`minimoe inspect`)."""
+
+    model: str = ""  # a MiniMoE model directory: a distilled student (run/student) or a fine-tuned one
+    texts: str = ""  # a text file, one text per line; empty = the packaged wiki-summaries corpus (or --task)
+    task: list[str] = field(default_factory=list)  # tasks whose dev texts to route instead (packaged, or GLUE)
+    data_root: str = ""  # GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks
+    run_dir: str = (
+        ""  # the distill run (its recipe.yaml rebuilds the moefy init); empty = the model's parent if it is one
+    )
+    max_texts: int = 256  # texts routed (a fixed seeded sample)
+    max_length: int = 128  # tokens per text
+    batch_size: int = 32  # texts per forward
+    top_tokens: int = 8  # tokens listed per expert
+    output_dir: str = ""  # where inspect.json and inspect.png go; empty = the model directory
+
+
+def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:
+    """The texts to route, tokenised: a file, the dev sets of tasks, or the packaged corpus' sentences."""
+    from minimoe.jobs.finetune import FinetuneConfig, load_splits
+
+    rng = random.Random(0)
+    if cfg.task:
+        examples = []
+        for task in cfg.task:
+            data_dir = str(Path(cfg.data_root) / task) if cfg.data_root else ""
+            _, _, dev = load_splits(FinetuneConfig(task=task, data_dir=data_dir))
+            examples += rng.sample(dev, min(len(dev), max(1, cfg.max_texts // len(cfg.task))))
+        return encode_task(examples, tokenizer, cfg.max_length)
+    if cfg.texts:
+        if not Path(cfg.texts).is_file():
+            raise MiniMoEError(f"--texts {cfg.texts}: no such file")
+        lines = [line.strip() for line in Path(cfg.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        lines = [sentence for doc in read_documents(fetch_corpus(DEFAULT_CORPUS)) for sentence in doc]
+    if not lines:
+        raise MiniMoEError(f"--texts {cfg.texts}: the file holds no text")
+    lines = rng.sample(lines, min(len(lines), cfg.max_texts))
+    return encode_task([Example((line,), 0) for line in lines], tokenizer, cfg.max_length)
+
+
+def distill_run_dir(cfg: InspectConfig) -> Path | None:
+    """The distill run the model came from: --run_dir, or the model's parent when it holds a distill recipe."""
+    if cfg.run_dir:
+        if not (Path(cfg.run_dir) / "recipe.yaml").is_file():
+            raise MiniMoEError(f"--run_dir {cfg.run_dir} holds no recipe.yaml (give a `minimoe distill` output_dir)")
+        return Path(cfg.run_dir)
+    recipe = Path(cfg.model).parent / "recipe.yaml"
+    is_distill = recipe.is_file() and "student" in (yaml.safe_load(recipe.read_text()) or {})
+    return recipe.parent if is_distill else None
+
+
+def moefy_init(run_dir: Path) -> nn.Module:
+    """The student a distill run started from, rebuilt from its recipe.yaml (same shape, seed and init)."""
+    from minimoe.distill.teachers import load_teacher
+    from minimoe.jobs.distill import DistillConfig, build_student
+
+    recipe = load_recipe(DistillConfig, run_dir / "recipe.yaml")
+    return build_student(load_teacher(resolve_model(recipe.teacher)), recipe.student, recipe.train.seed)
+
+
+def inspect_model(
+    model: nn.Module, tokenizer, data: Dataset, collate, out_dir: str | Path, init: nn.Module | None = None, **kw
+) -> dict:
+    """Diagnose `model` on `data`, print the table, write inspect.json and inspect.png under `out_dir`."""
+    device = next(model.parameters()).device
+    loader = DataLoader(data, batch_size=kw.pop("batch_size", 32), shuffle=False, collate_fn=collate)
+    batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in loader]
+    report = diagnose(model, batches, tokenizer, init=init, **kw)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "inspect.json", json.dumps(report, indent=1))
+    plot_expert_diagnostics(report, out / "inspect.png")
+    print(f"\nexpert diagnostics ({report['sequences']} sequences, {report['tokens']} tokens):")
+    print(markdown_rows(*summary_rows(report)))
+    for layer in report["layers"]:
+        tops = "; ".join(f"e{e}: " + " ".join(t for t, _ in toks[:5]) for e, toks in enumerate(layer["top_tokens"]))
+        print(f"layer {layer['layer']} top tokens  {tops}")
+    return report
+
+
+def run(cfg: InspectConfig) -> dict:
+    """Load the model and texts, diagnose, write the files; return a short summary."""
+    if not cfg.model:
+        raise MiniMoEError("inspect needs --model (a MiniMoE student directory)")
+    model = load_pretrained(AutoModel, cfg.model)
+    if getattr(model.config, "num_experts", 2) < 2:
+        raise MiniMoEError(f"{cfg.model} is a dense student (num_experts = 1): it has no experts or router to inspect")
+    tokenizer = load_pretrained(AutoTokenizer, cfg.model)
+    run_dir = distill_run_dir(cfg)
+    init = moefy_init(run_dir) if run_dir else None
+    out = Path(cfg.output_dir or cfg.model)
+    with torch.inference_mode():
+        report = inspect_model(
+            model,
+            tokenizer,
+            load_texts(cfg, tokenizer),
+            pad_collator(tokenizer),
+            out,
+            init=init,
+            batch_size=cfg.batch_size,
+            top_tokens=cfg.top_tokens,
+        )
+    layers = report["layers"]
+    return {
+        "model": cfg.model,
+        "sequences": report["sequences"],
+        "tokens": report["tokens"],
+        "mean top prob": round(sum(x["top_prob"] for x in layers) / len(layers), 3),
+        "mean forced change": round(
+            sum(sum(x["forced_change"]) / len(x["forced_change"]) for x in layers) / len(layers), 3
+        ),
+        "moefy init": str(run_dir) if run_dir else "unknown (no distill run)",
+        "json": str(out / "inspect.json"),
+        "png": str(out / "inspect.png"),
+    }
