@@ -158,3 +158,33 @@ def plot_expert_diagnostics(report: dict, png: str | Path) -> Path:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return Path(png)
+
+
+def plot_curve_panels(panels: dict[str, dict[str, list[list]]], png: str | Path, ylabel: str, xlabel: str) -> Path:
+    """Curves of several runs side by side: one panel per group, one colour per series, one line per run.
+
+    panels: {panel title: {series name: [run curve, ...]}}, each curve a list of (x, y), e.g. the relation
+    KL of the dense and MiniMoE students of one size, one curve per seed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(name for series in panels.values() for name in series))  # same colour everywhere
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for name, curves in series.items():
+            colour = colours[names.index(name) % len(colours)]
+            for i, curve in enumerate(c for c in curves if c):
+                marker = "." if len(curve) < 20 else None  # a short run's few points stay visible
+                ax.plot(*zip(*curve), color=colour, alpha=0.8, lw=1, marker=marker, label=name if i == 0 else None)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return Path(png)

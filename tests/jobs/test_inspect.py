@@ -10,7 +10,6 @@ from minimoe.distill.trainer import TrainConfig
 from minimoe.files import save_model
 from minimoe.jobs.distill import DistillConfig, StudentConfig, build_student
 from minimoe.recipe import dump_recipe
-from tests.conftest import WORDS
 
 
 def fresh_run(teacher_dir, tmp_path, experts=4, init="moefy"):
@@ -25,10 +24,16 @@ def fresh_run(teacher_dir, tmp_path, experts=4, init="moefy"):
     return tmp_path / "student"
 
 
+def vocabulary_words(teacher_dir):
+    """The tiny teacher's words (its vocabulary without the special tokens and punctuation)."""
+    return (teacher_dir / "vocab.txt").read_text().split()[7:]
+
+
 @pytest.fixture
-def texts(tmp_path):
+def texts(tiny_teacher_dir, tmp_path):
+    words = vocabulary_words(tiny_teacher_dir)
     path = tmp_path / "texts.txt"
-    path.write_text("\n".join(" ".join(WORDS[i : i + 7]) for i in range(20)) + "\n\n")
+    path.write_text("\n".join(" ".join(words[i : i + 7]) for i in range(20)) + "\n\n")
     return path
 
 
@@ -65,7 +70,8 @@ def test_dense_student_and_missing_texts_are_one_clear_line(tiny_teacher_dir, tm
 def test_task_dev_texts(tiny_teacher_dir, tmp_path):
     task = tmp_path / "data" / "sst2"
     task.mkdir(parents=True)
-    lines = ["sentence\tlabel"] + [f"{' '.join(WORDS[i : i + 5])}\t{i % 2}" for i in range(30)]
+    words = vocabulary_words(tiny_teacher_dir)
+    lines = ["sentence\tlabel"] + [f"{' '.join(words[i : i + 5])}\t{i % 2}" for i in range(30)]
     for split in ("train", "dev"):
         (task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     student = fresh_run(tiny_teacher_dir, tmp_path / "run")
@@ -75,9 +81,10 @@ def test_task_dev_texts(tiny_teacher_dir, tmp_path):
 
 
 def test_distill_writes_inspection_of_its_student(tiny_teacher_dir, tiny_corpus, tmp_path):
-    from tests.test_cli import distill
-
-    assert distill(tiny_teacher_dir, tiny_corpus, tmp_path / "d", "--train.max_steps", "3", "--train.lr", "1e-2") == 0
+    shape = ["--student.layers", "1", "--student.hidden", "32", "--student.heads", "4", "--student.intermediate", "32"]
+    train = ["--train.output_dir", str(tmp_path / "d"), "--train.max_steps", "3", "--train.batch_size", "4"]
+    args = ["--teacher", str(tiny_teacher_dir), "--corpus", str(tiny_corpus), "--relation_heads", "4"]
+    assert main(["distill", *args, *shape, *train, "--max_length", "24", "--train.lr", "1e-2"]) == 0
     report = json.loads((tmp_path / "d" / "inspect.json").read_text())
     assert report["sequences"] > 0 and (tmp_path / "d" / "inspect.png").is_file()
     assert all(min(layer["init_distance"]) > 0 for layer in report["layers"])  # trained away from the moefy init

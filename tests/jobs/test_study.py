@@ -5,7 +5,7 @@ import json
 import pytest
 
 from minimoe.errors import MiniMoEError
-from minimoe.jobs.study import StudyConfig, parse_size
+from minimoe.jobs.study import StudyConfig, paired_differences, parse_size, parse_variants, run_tag
 from minimoe.jobs.study import run as run_study
 
 
@@ -15,8 +15,35 @@ def test_parse_size():
         parse_size("big")
 
 
+def test_variants_name_only_the_knobs_that_matter_to_each_student():
+    cfg = StudyConfig(variants=["nonoise:router_noise=0", "own-qkv:relation_source=last_layer,balance_coef=0.1"])
+    (base_name, base), (noise_name, noise), (_, own) = parse_variants(cfg)
+    assert base_name == "" and noise_name == "nonoise" and noise["router_noise"] == 0.0
+    assert run_tag(base, 4) == run_tag(base, 1) == ""  # the paper's settings keep the old run directories
+    assert run_tag(noise, 4) == "-noise0.0" and run_tag(noise, 1) == ""  # dense students share the base run
+    assert run_tag(own, 4) == "-bal0.1-rellast_layer" and run_tag(own, 1) == "-rellast_layer"
+
+
+def test_paired_differences_are_per_seed():
+    def kind(experts, scores):
+        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2} for s, v in scores.items()}
+        return {"teacher": "t", "variant": "", "size": "1L-32H", "experts": experts, "per_seed": per_seed}
+
+    (row,) = paired_differences([kind(1, {1: 60.0, 2: 70.0, 3: 65.0}), kind(4, {1: 61.0, 2: 73.0})], ["a"])
+    assert row["average diff"] == 2.0 and row["average diff sd"] == pytest.approx(1.41421, rel=1e-4)
+    assert row["seeds"] == 2 and row["average diffs"] == "+1.00 +3.00" and row["distill KL diff"] == 0.0
+
+
 @pytest.mark.parametrize(
-    "bad, message", [({"sizes": ["4L-192H", "big"]}, "big"), ({"relation_heads": 0}, "relation_heads")]
+    "bad, message",
+    [
+        ({"sizes": ["4L-192H", "big"]}, "big"),
+        ({"relation_heads": 0}, "relation_heads"),
+        ({"variants": ["x:noise=0"]}, "KNOB"),
+        ({"variants": ["x:router_noise=lots"]}, "float"),
+        ({"variants": ["x:expert_init=copy"]}, "expert_init"),
+        ({"variants": [":router_noise=0.2"]}, "name"),
+    ],
 )
 def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
     with pytest.raises(MiniMoEError, match=message):
@@ -52,9 +79,11 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
         kd_alpha=0.5,
         relation_heads=2,
         measure_latency=False,
+        variants=["nonoise:router_noise=0"],
     )
     rows = run_study(cfg)
-    assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
+    models = ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
+    assert [r["model"] for r in rows] == models  # the variant's dense student is the base one, run once
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
     assert "distill KL" not in rows[0] and all(0 < r["distill KL"] < 10 for r in rows[1:])
     assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(
@@ -62,6 +91,15 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     )
     out = tmp_path / "study"
     assert (out / "score_vs_flops.png").stat().st_size > 1000 and "MiniMoE" in (out / "study.md").read_text()
+    assert (out / "kl_curves.png").stat().st_size > 1000 and "Paired by seed" in (out / "study.md").read_text()
+    assert 0 < rows[2]["router top p"] <= 1 and rows[2]["forced change"] > 0 and "router top p" not in rows[1]
+    report = json.loads((out / "study.json").read_text())
+    base, nonoise = report["paired"]
+    assert (base["variant"], nonoise["variant"], base["seeds"]) == ("base", "nonoise", 2)
+    dense, moe = (next(r for r in report["runs"] if r["experts"] == e and not r["variant"]) for e in (1, 4))
+    diffs = [moe["per_seed"][s]["average"] - dense["per_seed"][s]["average"] for s in ("1", "2")]
+    assert base["average diff"] == pytest.approx(sum(diffs) / 2)
+    assert (out / tiny_teacher_dir.name / "1L-32H-E4-noise0.0-s1" / "distill" / "inspect.json").is_file()
     summary = out / tiny_teacher_dir.name / "1L-32H-E4-s2" / "distill" / "summary.json"
     assert json.loads(summary.read_text())["relation_heads"] == 2
     stamp = summary.stat().st_mtime_ns

@@ -27,8 +27,8 @@ from minimoe.data.tasks import Example
 from minimoe.diagnostics import diagnose, summary_rows
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
-from minimoe.report import markdown_rows, plot_expert_diagnostics
 from minimoe.recipe import load_recipe
+from minimoe.report import markdown_rows, plot_expert_diagnostics
 
 DEFAULT_CORPUS = "wiki-summaries"
 

@@ -23,7 +23,7 @@ from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
 from minimoe.latency import measure_latency
 from minimoe.recipe import dump_recipe
-from minimoe.report import markdown_table, plot_score_vs_flops, read_metrics
+from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
 
 
 @dataclass
@@ -51,6 +51,13 @@ class StudyConfig:
     teacher_lr: float = 5e-5  # fine-tuning learning rate of teachers
     kd_alpha: float = 0.0  # > 0: fine-tune students with logit KD from the fine-tuned teacher
     measure_latency: bool = True  # time every model at batch 32 x 128 for the table
+    router_noise: float = 0.1  # MiniMoE students' router noise in training (the paper's eps)
+    balance_coef: float = 0.01  # weight of MiniMoE students' load-balance loss
+    expert_init: str = "moefy"  # how MiniMoE students' experts start: moefy (the paper) | independent
+    relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
+    variants: list[str] = field(
+        default_factory=list
+    )  # ablations run beside the base grid: NAME:KNOB=VALUE[,KNOB=VALUE] over the four knobs above
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -67,10 +74,98 @@ def short(teacher: str) -> str:
     return Path(teacher).name or teacher.replace("/", "_")
 
 
+def relation_kl_curve(distill_dir: Path) -> list[tuple[int, float]]:
+    """(step, relation KL) at every logged distillation step."""
+    records = read_metrics(distill_dir / "metrics.jsonl")
+    return [(m["step"], m["train/relation_kl"]) for m in records if "train/relation_kl" in m]
+
+
 def final_relation_kl(distill_dir: Path) -> float:
     """The relation KL at the last logged distillation step: how closely the student fits the teacher."""
-    logged = [m["train/relation_kl"] for m in read_metrics(distill_dir / "metrics.jsonl") if "train/relation_kl" in m]
-    return logged[-1] if logged else float("nan")
+    curve = relation_kl_curve(distill_dir)
+    return curve[-1][1] if curve else float("nan")
+
+
+def expert_usage(distill_dir: Path) -> dict:
+    """The student's mean router top probability and forced-expert change over layers (its inspect.json)."""
+    path = distill_dir / "inspect.json"
+    if not path.is_file():
+        return {}
+    layers = json.loads(path.read_text())["layers"]
+    return {
+        "router top p": statistics.mean(x["top_prob"] for x in layers),
+        "forced change": statistics.mean(statistics.mean(x["forced_change"]) for x in layers),
+    }
+
+
+# Ablation knobs: StudyConfig field -> run-directory tag. MOE_KNOBS leave a dense student unchanged, so
+# a dense student of a variant that only turns them is the base one (run once, paired with every variant).
+KNOBS = {"router_noise": "noise", "balance_coef": "bal", "expert_init": "init", "relation_source": "rel"}
+MOE_KNOBS = ("router_noise", "balance_coef", "expert_init")
+CHOICES = {"expert_init": distill.EXPERT_INITS, "relation_source": ("head", "last_layer")}
+
+
+def parse_variants(cfg: StudyConfig) -> list[tuple[str, dict]]:
+    """(name, knob settings) of the base grid ("") and of every `NAME:KNOB=VALUE[,KNOB=VALUE]` variant."""
+    base = {knob: getattr(cfg, knob) for knob in KNOBS}
+    variants = [("", base)]
+    for spec in cfg.variants:
+        name, _, assignments = spec.partition(":")
+        settings = dict(base)
+        for assignment in filter(None, assignments.split(",")):
+            knob, _, value = assignment.partition("=")
+            knob = knob.strip()
+            if knob not in KNOBS or not value:
+                raise MiniMoEError(f"variant {spec!r}: use NAME:KNOB=VALUE with KNOB one of {', '.join(KNOBS)}")
+            try:
+                settings[knob] = type(base[knob])(value.strip())
+            except ValueError:
+                raise MiniMoEError(f"variant {spec!r}: {knob} must be a {type(base[knob]).__name__}") from None
+        if not name.strip() or settings == base:
+            raise MiniMoEError(f"variant {spec!r} needs a name and at least one knob that differs from the base grid")
+        variants.append((name.strip(), settings))
+    for name, settings in variants:
+        for knob, allowed in CHOICES.items():
+            if settings[knob] not in allowed:
+                raise MiniMoEError(f"{knob} of {name or 'the base grid'} must be one of {', '.join(allowed)}")
+    return variants
+
+
+def run_tag(settings: dict, experts: int) -> str:
+    """Run-directory tag of the knobs that differ from the paper's and matter to this student ('' for the paper's)."""
+    paper = StudyConfig()
+    return "".join(
+        f"-{tag}{settings[knob]}"
+        for knob, tag in KNOBS.items()
+        if settings[knob] != getattr(paper, knob) and (experts > 1 or knob not in MOE_KNOBS)
+    )
+
+
+def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
+    """MiniMoE - dense per seed, for every MiniMoE run set with a dense one of the same teacher, variant and size.
+
+    Mean and std over the seeds both have, per task and on the average (and the final relation KL).
+    """
+    rows = []
+    for moe in (r for r in runs if r["experts"] > 1):
+        dense = next(
+            (r for r in runs if r["experts"] == 1 and all(r[k] == moe[k] for k in ("teacher", "variant", "size"))), None
+        )
+        if dense is None:
+            continue
+        seeds = [s for s in moe["per_seed"] if s in dense["per_seed"]]
+        row = {"teacher": moe["teacher"], "variant": moe["variant"] or "base", "size": moe["size"]}
+        row["pair"] = f"E={moe['experts']} - dense"
+        for key in [*tasks, "average", "distill KL"]:
+            diffs = [moe["per_seed"][s][key] - dense["per_seed"][s][key] for s in seeds]
+            row[f"{key} diff"] = statistics.mean(diffs)
+            row[f"{key} diff sd"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        row["average diffs"] = " ".join(
+            f"{moe['per_seed'][s]['average'] - dense['per_seed'][s]['average']:+.2f}" for s in seeds
+        )
+        row["seeds"] = len(seeds)
+        rows.append(row)
+    return rows
 
 
 def _once(results_file: Path, run) -> dict:
@@ -87,10 +182,10 @@ class Study:
     def train_config(self, name: str, **kw) -> TrainConfig:
         return TrainConfig(output_dir=str(self.out / name), batch_size=32, log_every=10, **kw)
 
-    def distill(self, teacher: str, size: str, experts: int, seed: int) -> Path:
-        """Task-agnostic distillation of one student; returns its directory."""
+    def distill(self, teacher: str, size: str, experts: int, seed: int, settings: dict) -> Path:
+        """Task-agnostic distillation of one student (ablation knobs in `settings`); returns its directory."""
         layers, hidden = parse_size(size)
-        name = f"{short(teacher)}/{size}-E{experts}-s{seed}/distill"
+        name = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}/distill"
         cfg = distill.DistillConfig(
             teacher=teacher,
             corpus=self.cfg.corpus,
@@ -98,7 +193,15 @@ class Study:
             max_sequences=self.cfg.distill_sequences,
             cache_teacher=True,
             relation_heads=self.cfg.relation_heads,
-            student=distill.StudentConfig(layers=layers, hidden=hidden, experts=experts),
+            relation_source=settings["relation_source"],
+            student=distill.StudentConfig(
+                layers=layers,
+                hidden=hidden,
+                experts=experts,
+                router_noise=settings["router_noise"],
+                router_aux_loss_coef=settings["balance_coef"],
+                init=settings["expert_init"],
+            ),
             train=self.train_config(
                 name,
                 seed=seed,
@@ -154,35 +257,56 @@ class Study:
         atomic_write_text(cache, json.dumps(cost))
         return cost
 
+    def student_runs(self, teacher: str, size: str, experts: int, settings: dict, teacher_dir: dict) -> dict:
+        """Distil and fine-tune one student kind over the seeds: scores and relation KL per seed, KL curves."""
+        per_seed, curves, best = {}, [], ""
+        for seed in self.cfg.seeds:
+            student = self.distill(teacher, size, experts, seed, settings)
+            scores = {}
+            for task in self.cfg.tasks:
+                name = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}/finetune"
+                result = self.finetune(str(student), name, task, seed, teacher_dir[task])
+                scores[task], best = 100 * result["best"]["score"], result["best_dir"]
+            scores["average"] = statistics.mean(scores[t] for t in self.cfg.tasks)
+            per_seed[seed] = scores | {"distill KL": final_relation_kl(student.parent)}
+            per_seed[seed] |= expert_usage(student.parent)
+            curves.append(relation_kl_curve(student.parent))
+        return {"per_seed": per_seed, "curves": curves, "best_dir": best, "tag": run_tag(settings, experts)}
+
     def run(self) -> list[dict]:
-        """Every stage of the grid, then the table (mean and spread over seeds) and the plot."""
+        """Every stage of the grid, then the tables (mean and spread over seeds; paired differences) and plots."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "study.yaml").write_text(dump_recipe(self.cfg))
-        rows = []
+        rows, runs, seen = [], [], set()
         for teacher in self.cfg.teachers:
             teacher_scores, teacher_dir = {}, {}
             for task in self.cfg.tasks:
                 result = self.finetune(teacher, f"{short(teacher)}/teacher", task, seed=self.cfg.seeds[0])
                 teacher_scores[task], teacher_dir[task] = [100 * result["best"]["score"]], result["best_dir"]
             rows.append(self.row(teacher, "teacher", teacher_scores, teacher_dir[self.cfg.tasks[0]]))
-            for size in self.cfg.sizes:
-                for experts in self.cfg.experts:
-                    scores: dict[str, list[float]] = {t: [] for t in self.cfg.tasks}
-                    kls = []
-                    for seed in self.cfg.seeds:
-                        student = self.distill(teacher, size, experts, seed)
-                        kls.append(final_relation_kl(student.parent))
-                        for task in self.cfg.tasks:
-                            name = f"{short(teacher)}/{size}-E{experts}-s{seed}/finetune"
-                            result = self.finetune(str(student), name, task, seed, teacher_dir[task])
-                            scores[task].append(100 * result["best"]["score"])
-                            best = result["best_dir"]
-                    kind = "dense" if experts == 1 else f"MiniMoE E={experts}"
-                    rows.append(
-                        self.row(teacher, f"{size} {kind}", scores, best) | {"distill KL": statistics.mean(kls)}
-                    )
+            for variant, settings in parse_variants(self.cfg):
+                for size in self.cfg.sizes:
+                    for experts in self.cfg.experts:
+                        kind = "dense" if experts == 1 else f"MiniMoE E={experts}"
+                        run = self.student_runs(teacher, size, experts, settings, teacher_dir)
+                        runs.append(
+                            {"teacher": short(teacher), "variant": variant, "size": size, "experts": experts}
+                            | run
+                            | {"label": f"{size} {kind}" + (f" [{variant}]" if variant else "")}
+                        )
+                        if (teacher, size, experts, run["tag"]) in seen:
+                            continue  # a dense student the variant leaves unchanged: already a row
+                        seen.add((teacher, size, experts, run["tag"]))
+                        seeds = run["per_seed"].values()
+                        scores = {t: [s[t] for s in seeds] for t in self.cfg.tasks}
+                        extra = {
+                            k: statistics.mean(s[k] for s in seeds)
+                            for k in ("distill KL", "router top p", "forced change")
+                            if all(k in s for s in seeds)
+                        }
+                        rows.append(self.row(teacher, runs[-1]["label"], scores, run["best_dir"]) | extra)
         self.add_relative(rows)
-        self.write(rows)
+        self.write(rows, paired_differences(runs, self.cfg.tasks), runs)
         return rows
 
     def row(self, teacher: str, model: str, scores: dict[str, list[float]], model_dir: str) -> dict:
@@ -203,16 +327,27 @@ class Study:
         for r in rows:
             r["% of teacher"] = 100 * r["average"] / teacher_avg[r["teacher"]]
 
-    def write(self, rows: list[dict]) -> None:
-        """study.md (table), study.json (rows) and score_vs_flops.png."""
+    def write(self, rows: list[dict], paired: list[dict], runs: list[dict]) -> None:
+        """study.md (the table and the paired differences), study.json, score_vs_flops.png and kl_curves.png."""
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
-        columns += ["distill KL"]
+        columns += ["distill KL", "router top p", "forced change"]
         spread = len(self.cfg.seeds) > 1  # std columns only when there is a spread to show
         columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")[: 1 + spread]]
         columns += ["average", "average sd"][: 1 + spread] + ["% of teacher", "seeds"]
-        atomic_write_text(self.out / "study.md", markdown_table(rows, columns) + "\n")
-        atomic_write_text(self.out / "study.json", json.dumps({"config": asdict(self.cfg), "rows": rows}, indent=2))
+        pair_columns = ["teacher", "variant", "size", "pair"]
+        pair_columns += [c for k in [*self.cfg.tasks, "average"] for c in (f"{k} diff", f"{k} diff sd")]
+        pair_columns += ["average diffs", "distill KL diff", "seeds"]
+        table = markdown_table(rows, columns)
+        if paired:
+            table += "\n\nPaired by seed (MiniMoE - dense, points; sd over seeds):\n\n"
+            table += markdown_table(paired, pair_columns)
+        atomic_write_text(self.out / "study.md", table + "\n")
+        per_seed = [{k: v for k, v in r.items() if k not in ("curves", "best_dir")} for r in runs]
+        atomic_write_text(
+            self.out / "study.json",
+            json.dumps({"config": asdict(self.cfg), "rows": rows, "paired": paired, "runs": per_seed}, indent=2),
+        )
         points = [
             {
                 "label": r["model"].split()[0] if r["model"] != "teacher" else "teacher",
@@ -226,8 +361,16 @@ class Study:
         ]
         bars = "; bars: std over seeds" if spread else ""
         plot_score_vs_flops(points, self.out / "score_vs_flops.png", f"average dev score vs FLOPs (seq 128{bars})")
-        print("\n" + markdown_table(rows, columns))
-        print(f"\nwrote {self.out / 'study.md'}, {self.out / 'study.json'}, {self.out / 'score_vs_flops.png'}")
+        panels: dict[str, dict[str, list]] = {}
+        for r in runs:  # one panel per teacher / variant / size; dense and MiniMoE together
+            panel = f"{r['teacher']} {r['size']}" + (f" [{r['variant']}]" if r["variant"] else "")
+            panels.setdefault(panel, {})[r["label"].split(" ", 1)[1].split(" [")[0]] = r["curves"]
+        plot_curve_panels(panels, self.out / "kl_curves.png", "relation KL", "distillation step")
+        print("\n" + table)
+        written = ", ".join(
+            str(self.out / f) for f in ("study.md", "study.json", "score_vs_flops.png", "kl_curves.png")
+        )
+        print(f"\nwrote {written}")
 
 
 def run(cfg: StudyConfig) -> list[dict]:
@@ -236,5 +379,6 @@ def run(cfg: StudyConfig) -> list[dict]:
         parse_size(size)
     if cfg.relation_heads < 1:
         raise MiniMoEError(f"relation_heads must be at least 1, got {cfg.relation_heads}")
+    parse_variants(cfg)
     cache_dir().mkdir(parents=True, exist_ok=True)
     return Study(cfg).run()
