@@ -8,6 +8,7 @@ import pytest
 from minimoe.errors import MiniMoEError
 from minimoe.jobs.distill import DistillConfig
 from minimoe.jobs.finetune import FinetuneConfig
+from minimoe.jobs.study import StudyConfig, parse_variants
 from minimoe.recipe import add_flags, dump_recipe, load_recipe, recipe_from_args
 
 CONFIGS = sorted((Path(__file__).parents[1] / "src" / "minimoe" / "configs").glob("*.yaml"))
@@ -15,6 +16,11 @@ CONFIGS = sorted((Path(__file__).parents[1] / "src" / "minimoe" / "configs").glo
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_recipes_load(path):
+    if path.name.startswith("study"):
+        config = load_recipe(StudyConfig, path)
+        assert config.output_dir == f"runs/{path.stem}" and len(config.seeds) >= 3
+        parse_variants(config)  # the ablation variants are well formed
+        return
     cls = FinetuneConfig if path.name.startswith("finetune") else DistillConfig
     config = load_recipe(cls, path)
     assert config.train.output_dir.startswith("runs/")
