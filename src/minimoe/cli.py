@@ -1,4 +1,4 @@
-"""The `minimoe` command: the jobs (distill, finetune, study, demo) and the tools (convert, flops, data fetch).
+"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo) and tools (convert, flops, data).
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -19,6 +19,11 @@ from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
 JOBS = {
     "distill": ("task-agnostic relation distillation into a MiniMoE student", "distill", "DistillConfig"),
     "finetune": ("fine-tune a student (or a teacher) on a task, optionally with KD", "finetune", "FinetuneConfig"),
+    "evaluate": (
+        "score a fine-tuned model (student or teacher) on a task's dev/test files",
+        "evaluate",
+        "EvaluateConfig",
+    ),
     "study": ("the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds", "study", "StudyConfig"),
     "demo": ("the embedded default end to end: fetch, distil, fine-tune, compare", "demo", "DemoConfig"),
 }

@@ -33,6 +33,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     splits: Mapping[str, str]
     columns: tuple[str, ...] | None = None  # column names of a headerless file (CoLA); None = header row
+    label_names: tuple[str, ...] | None = None  # what each label value means (0 -> negative); None = the values
 
     def __post_init__(self) -> None:
         if len(self.text_columns) not in (1, 2):
@@ -51,6 +52,11 @@ class TaskSpec:
         """Output size of a head for this task: the number of classes, or 1 for regression."""
         return 1 if self.labels is None else len(self.labels)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The label names a model saves as id2label: the meanings, the values themselves, or ("score",)."""
+        return self.label_names or self.labels or ("score",)
+
     def score(self, preds, labels) -> dict[str, float]:
         """The task's metrics (and "score", their mean) of predictions: class ids, logits [n, C] or values."""
         return compute_metrics(self.metrics, preds, labels, self.labels is not None, self.name)
@@ -65,6 +71,7 @@ class Example:
 
 
 _BINARY = ("0", "1")
+_SENTIMENT = ("negative", "positive")
 _NLI2 = ("entailment", "not_entailment")
 _PAIR = ("sentence1", "sentence2")
 _SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
@@ -80,11 +87,28 @@ TASKS: dict[str, TaskSpec] = {
             ("mcc",),
             _SPLITS,
             columns=("source", "label", "original_mark", "sentence"),
+            label_names=("unacceptable", "acceptable"),
         ),
-        TaskSpec("sst2", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
-        TaskSpec("mrpc", ("#1 String", "#2 String"), "Quality", _BINARY, ("accuracy", "f1"), _SPLITS),
+        TaskSpec("sst2", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS, label_names=_SENTIMENT),
+        TaskSpec(
+            "mrpc",
+            ("#1 String", "#2 String"),
+            "Quality",
+            _BINARY,
+            ("accuracy", "f1"),
+            _SPLITS,
+            label_names=("not_equivalent", "equivalent"),
+        ),
         TaskSpec("stsb", _PAIR, "score", None, ("pearson", "spearman"), _SPLITS),
-        TaskSpec("qqp", ("question1", "question2"), "is_duplicate", _BINARY, ("accuracy", "f1"), _SPLITS),
+        TaskSpec(
+            "qqp",
+            ("question1", "question2"),
+            "is_duplicate",
+            _BINARY,
+            ("accuracy", "f1"),
+            _SPLITS,
+            label_names=("not_duplicate", "duplicate"),
+        ),
         TaskSpec(
             "mnli",
             _PAIR,
@@ -95,10 +119,10 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("qnli", ("question", "sentence"), "label", _NLI2, ("accuracy",), _SPLITS),
         TaskSpec("rte", _PAIR, "label", _NLI2, ("accuracy",), _SPLITS),
-        TaskSpec("wnli", _PAIR, "label", _BINARY, ("accuracy",), _SPLITS),  # 1 = entailment
+        TaskSpec("wnli", _PAIR, "label", _BINARY, ("accuracy",), _SPLITS, label_names=("not_entailment", "entailment")),
         # packaged tasks, in the layouts written by minimoe.assets.fetch
         TaskSpec("snli", _PAIR, "label", NLI_LABELS, ("accuracy",), _SPLITS),
-        TaskSpec("movie-sentiment", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
+        TaskSpec("movie-sentiment", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS, label_names=_SENTIMENT),
     )
 }
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -129,6 +153,45 @@ def custom_task(
         metrics=tuple(metrics or (("pearson", "spearman") if labels is None else ("accuracy",))),
         splits={split: str(Path(path).resolve()) for split, path in files.items()},
     )
+
+
+def custom_task_name(train_file: str | Path) -> str:
+    """A task name for a user's file: its stem (its folder's name for train.*), never a registered task's name."""
+    path = Path(train_file)
+    name = path.parent.resolve().name if path.stem.lower() in {"train", "training"} else path.stem
+    return f"custom-{name}" if name in TASKS or not name else name
+
+
+def read_labels(spec: TaskSpec, split: str = "train") -> tuple[str, ...] | None:
+    """The label set of a custom task's file: its values sorted (numerically when all are integers), or None
+    (regression) when they are numbers and some have a fraction.
+    """
+    path = Path(spec.splits[split])
+    if not path.is_file():
+        raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec)
+    values = set()
+    for lineno, row in records:
+        if isinstance(row, str):
+            raise MiniMoEError(f"{path}:{lineno}: {row}")
+        if spec.label_column not in row:
+            raise MiniMoEError(f"{path}:{lineno}: no column {spec.label_column!r}; columns are {list(row)}")
+        values.add(str(row[spec.label_column]))
+    if not values:
+        raise MiniMoEError(f"{path}: no examples (empty file or only a header)")
+    numbers = [_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        if any(not n.is_integer() for n in numbers):
+            return None
+        return tuple(sorted(values, key=float))
+    return tuple(sorted(values))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _delimited_records(path: Path, spec: TaskSpec) -> Iterator[tuple[int, dict[str, object] | str]]:
