@@ -32,6 +32,7 @@ def test_ignore_mismatched_sizes_reheads_a_classifier(tiny_config, tmp_path):
     MiniMoEForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
     assert model.classifier.weight.shape == (5, 32) and model.config.num_labels == 5
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path, dtype="auto").dtype == torch.float32
     with pytest.raises(Exception, match="num_labels"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
 

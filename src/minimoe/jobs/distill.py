@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.fetch import CORPORA, fetch_corpus
 from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.card import CardInfo
 from minimoe.data.corpus import build_corpus
 from minimoe.data.encode import pad_collator
 from minimoe.distill.losses import choose_relation_heads
@@ -134,7 +135,13 @@ def run(cfg: DistillConfig) -> dict:
         "final": {k: round(v, 5) for k, v in result.last_metrics.items()},
     }
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(trainer.model).student, tokenizer, out / "student")
+        card = CardInfo(
+            teacher=cfg.teacher,
+            datasets=list(cfg.corpus),
+            recipe=dump_recipe(cfg),
+            how=f"distilled from {cfg.teacher} by MiniLMv2 relation distillation ({result.steps} steps)",
+        )
+        save_model(accelerator.unwrap_model(trainer.model).student, tokenizer, out / "student", card)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         plot_curves(out / "metrics.jsonl", out / "curves.png", ("train/loss", "train/relation_kl", "train/balance"))
     accelerator.wait_for_everyone()

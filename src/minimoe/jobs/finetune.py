@@ -7,7 +7,7 @@ inside the training loop and several students can share one pass.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
 from minimoe.assets.cache import cache_dir, content_key, weights_stamp
 from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.card import CardInfo, read_card_meta
 from minimoe.data.encode import TaskDataset, encode_task, pad_collator
 from minimoe.data.tasks import TaskSpec
 from minimoe.distill.objectives import TaskObjective
@@ -99,6 +100,19 @@ def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) ->
     return logits
 
 
+def finetune_card(cfg: FinetuneConfig, model_path: str, spec: TaskSpec) -> CardInfo:
+    """Provenance for the fine-tuned model's card: a student's teacher and data come from its own card."""
+    source = read_card_meta(model_path)
+    kd = f", with logit KD from {cfg.teacher}" if cfg.teacher else ""
+    return CardInfo(
+        teacher=source.get("base_model") or cfg.model,
+        datasets=[*source.get("datasets", []), spec.name],
+        task=spec.name,
+        recipe=dump_recipe(cfg),
+        how=f"fine-tuned on {spec.name} from {cfg.model}{kd}",
+    )
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, keep the best dev checkpoint under output_dir/best, write results.json; return it."""
     if not cfg.model:
@@ -127,8 +141,10 @@ def run(cfg: FinetuneConfig) -> dict:
     best_metric = cfg.metric_for_best or "score"
     best_file = out / "best" / "dev_metrics.json"
 
+    card = finetune_card(cfg, model_path, spec)
+
     def on_best(objective: TaskObjective, metrics: dict) -> None:
-        save_model(objective.model, tokenizer, out / "best")
+        save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))
         atomic_write_text(best_file, json.dumps(metrics))
 
     if accelerator.is_main_process:

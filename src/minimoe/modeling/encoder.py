@@ -148,10 +148,13 @@ class MiniMoEPreTrainedModel(PreTrainedModel):
                     f"{path / 'config.json'} field model_type is {model_type!r}, not 'minimoe' "
                     "(the authors' released checkpoints load after `minimoe convert`)"
                 )
+            # loading options are the model's, not config fields (transformers pops them the same way)
+            held = {k: kwargs.pop(k) for k in ("dtype", "torch_dtype", "device_map") if k in kwargs}
             try:
                 config, kwargs = MiniMoEConfig.from_pretrained(path, return_unused_kwargs=True, **kwargs)
             except MiniMoEError as err:
                 raise MiniMoEError(f"{path / 'config.json'}: {err}") from None
+            kwargs |= held
         validate_checkpoint(path, cls, config, cls.base_model_prefix, kwargs.get("ignore_mismatched_sizes", False))
         return super().from_pretrained(path, *model_args, config=config, **kwargs)
 
