@@ -24,6 +24,11 @@ JOBS = {
         "evaluate",
         "EvaluateConfig",
     ),
+    "predict": (
+        "label texts (text/CSV/TSV/JSONL or stdin) with a fine-tuned model, as JSON lines",
+        "predict",
+        "PredictConfig",
+    ),
     "study": ("the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds", "study", "StudyConfig"),
     "demo": ("the embedded default end to end: fetch, distil, fine-tune, compare", "demo", "DemoConfig"),
 }
@@ -46,8 +51,8 @@ def run_job(args) -> None:
         print(dump_recipe(cfg), end="")
         return
     result = module.run(cfg)
-    if isinstance(result, dict):
-        print_summary(args.command, result)
+    if isinstance(result, dict):  # on stderr when the job's data goes to stdout (predict --output -)
+        print_summary(args.command, result, sys.stderr if getattr(cfg, "output", None) == "-" else sys.stdout)
 
 
 def cmd_convert(args) -> None:

@@ -169,7 +169,7 @@ def read_labels(spec: TaskSpec, split: str = "train") -> tuple[str, ...] | None:
     path = Path(spec.splits[split])
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec)
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
     values = set()
     for lineno, row in records:
         if isinstance(row, str):
@@ -194,12 +194,12 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _delimited_records(path: Path, spec: TaskSpec) -> Iterator[tuple[int, dict[str, object] | str]]:
+def _delimited_records(path: Path, columns: tuple[str, ...] | None) -> Iterator[tuple[int, dict[str, object] | str]]:
     tsv = path.suffix.lower() == ".tsv"
     # GLUE TSVs hold stray quote characters, so TSVs are read with no quoting at all; MRPC starts with a BOM
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        header = list(spec.columns) if spec.columns else next(reader, [])
+        header = list(columns) if columns else next(reader, [])
         for fields in reader:
             if not fields:
                 continue
@@ -258,7 +258,7 @@ def load_task(
     path = Path(data_dir) / spec.splits[split]
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec)
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
     examples, skipped = [], 0
     try:
         for lineno, row in records:
@@ -275,6 +275,33 @@ def load_task(
     if not examples:
         raise MiniMoEError(f"{path}: no examples (empty file or only a header)")
     return examples
+
+
+def read_texts(path: str | Path, text_columns: tuple[str, ...] | list[str], lines=None) -> list[tuple[str, ...]]:
+    """Unlabelled inputs: the text columns of a CSV/TSV/JSONL file (header row), or one text per non-empty line
+    of any other file or of `lines` (e.g. stdin).
+    """
+    path = Path(path)
+    if lines is not None or path.suffix.lower() not in FORMATS:
+        if lines is None:
+            if not path.is_file():
+                raise MiniMoEError(f"{path}: file not found")
+            lines = path.read_text(encoding="utf-8").splitlines()
+        return [(line.rstrip("\r\n"),) for line in lines if line.strip()]
+    if not path.is_file():
+        raise MiniMoEError(f"{path}: file not found")
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, None)
+    texts = []
+    for lineno, row in records:
+        if isinstance(row, str):
+            raise MiniMoEError(f"{path}:{lineno}: {row}")
+        missing = [c for c in text_columns if c not in row]
+        if missing:
+            raise MiniMoEError(
+                f"{path}:{lineno}: no column {missing[0]!r}; columns are {list(row)} (see --text_columns)"
+            )
+        texts.append(tuple(str(row[c]) for c in text_columns))
+    return texts
 
 
 _HUB_SPLITS = {"train": "train", "dev": "validation", "dev_mismatched": "validation_mismatched"}

@@ -66,10 +66,13 @@ def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, dict[str, list]]:
 
 
 def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
-    """Any HF encoder (MiniMoE included) with a fresh or matching classification head for the task."""
+    """Any HF encoder (MiniMoE included) with a matching classification head for the task, or a fresh one
+    (none yet, or one trained for another label count).
+    """
     return load_pretrained(
         AutoModelForSequenceClassification,
         path,
+        ignore_mismatched_sizes=True,
         num_labels=spec.num_labels,
         id2label=dict(enumerate(spec.names)),
         label2id={label: i for i, label in enumerate(spec.names)},
