@@ -25,3 +25,18 @@ def save_classifier(tiny_teacher_dir, tmp_path_factory):
         return save_model(MiniMoEForSequenceClassification(config), tokenizer, path / "model")
 
     return make
+
+
+SENTENCES = ["the film was new", "people found the album", "the team played music", "a river in the north"]
+NLI = ("entailment", "neutral", "contradiction")
+
+
+@pytest.fixture
+def mnli_dir(tmp_path):
+    """MNLI in its GLUE layout (train, dev_matched, dev_mismatched), 12 pairs each, in the tiny teacher's words."""
+    rows = [f"{a}\t{b}\t{NLI[i % 3]}" for i, (a, b) in enumerate(zip(SENTENCES * 3, SENTENCES[::-1] * 3))]
+    directory = tmp_path / "MNLI"
+    directory.mkdir()
+    for name in ("train", "dev_matched", "dev_mismatched"):
+        (directory / f"{name}.tsv").write_text("sentence1\tsentence2\tgold_label\n" + "\n".join(rows) + "\n")
+    return directory

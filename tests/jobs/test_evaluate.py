@@ -13,17 +13,10 @@ SENTENCES = ["the film was new", "people found the album", "the team played musi
 NLI = ("entailment", "neutral", "contradiction")
 
 
-def write_mnli(directory):
-    rows = [f"{a}\t{b}\t{NLI[i % 3]}" for i, (a, b) in enumerate(zip(SENTENCES * 3, SENTENCES[::-1] * 3))]
-    for name in ("train", "dev_matched", "dev_mismatched"):
-        (directory / f"{name}.tsv").write_text("sentence1\tsentence2\tgold_label\n" + "\n".join(rows) + "\n")
-    return directory
-
-
-def test_mnli_scores_matched_and_mismatched(save_classifier, tmp_path, capsys):
+def test_mnli_scores_matched_and_mismatched(save_classifier, mnli_dir, capsys, tmp_path):
     model = save_classifier(list(NLI))
     out = tmp_path / "m.json"
-    args = ["evaluate", "--model", str(model), "--task", "mnli", "--data_dir", str(write_mnli(tmp_path))]
+    args = ["evaluate", "--model", str(model), "--task", "mnli", "--data_dir", str(mnli_dir)]
     assert main([*args, "--output", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["task"] == "mnli" and metrics["examples"] == {"dev": 12, "dev_mismatched": 12}
