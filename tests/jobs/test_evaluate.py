@@ -85,3 +85,8 @@ def test_finetune_string_labels_then_evaluate_and_predict(save_classifier, tmp_p
     assert [p["text"] for p in lines] == SENTENCES * 3 and all(p["label"] in labels for p in lines)
     correct = sum(p["label"] == labels[i % 3] for i, p in enumerate(lines)) / len(lines)
     assert correct == pytest.approx(metrics["accuracy"], abs=1e-4)
+
+
+def test_a_model_without_a_trained_head_is_refused(tiny_teacher_dir, capsys):
+    assert main(["predict", "--model", str(tiny_teacher_dir), "--input", "x.txt"]) == 2
+    assert "has no classification head" in capsys.readouterr().err

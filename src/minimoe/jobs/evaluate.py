@@ -33,6 +33,7 @@ from minimoe.data.tasks import (
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
 from minimoe.latency import eval_mode
+from minimoe.modeling.loading import WEIGHTS_FILE, checkpoint_shapes
 from minimoe.report import markdown_rows
 
 
@@ -152,13 +153,24 @@ def check_labels(spec: TaskSpec, config, model: str) -> None:
         )
 
 
+def load_classifier(name: str):
+    """A fine-tuned sequence classifier and its tokenizer; a local model without head weights (a distilled
+    student, a sentence-embedding teacher) is refused, as its scores would be chance.
+    """
+    path = resolve_model(name)
+    weights = Path(path) / WEIGHTS_FILE
+    if weights.is_file() and not any("classifier" in key for key in checkpoint_shapes(Path(path))):
+        raise MiniMoEError(
+            f"{name} has no classification head ({weights} has no classifier weights): fine-tune it first"
+        )
+    return load_pretrained(AutoModelForSequenceClassification, path), load_pretrained(AutoTokenizer, path)
+
+
 def run(cfg: EvaluateConfig) -> dict:
     """Score the model on every evaluation split; write the metrics JSON, print a table, return the summary."""
     if not cfg.model:
         raise MiniMoEError("evaluate needs --model (a fine-tuned model directory or a hub name)")
-    model_path = resolve_model(cfg.model)
-    model = load_pretrained(AutoModelForSequenceClassification, model_path)
-    tokenizer = load_pretrained(AutoTokenizer, model_path)
+    model, tokenizer = load_classifier(cfg.model)
     files = {split: path for split, path in (("dev", cfg.dev_file), ("test", cfg.test_file)) if path}
     labels = cfg.labels or (model_labels(model.config) if files else None)
     spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, labels)

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
-from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example, read_texts
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
+from minimoe.jobs.evaluate import load_classifier
 from minimoe.latency import eval_mode
 
 
@@ -70,9 +69,7 @@ def run(cfg: PredictConfig) -> dict:
     """Predict every input; write the JSON lines to the output (stdout by default) and return a summary."""
     if not cfg.model:
         raise MiniMoEError("predict needs --model (a fine-tuned model directory or a hub name)")
-    model_path = resolve_model(cfg.model)
-    model = load_pretrained(AutoModelForSequenceClassification, model_path)
-    tokenizer = load_pretrained(AutoTokenizer, model_path)
+    model, tokenizer = load_classifier(cfg.model)
     texts = read_texts(cfg.input, cfg.text_columns, sys.stdin if cfg.input == "-" else None)
     if not texts:
         raise MiniMoEError(f"{'stdin' if cfg.input == '-' else cfg.input}: no texts to predict")
