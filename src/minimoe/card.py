@@ -57,7 +57,17 @@ def _architecture(model) -> list[list]:
     return rows
 
 
+_COSTS: dict[str, list[list]] = {}  # config JSON -> cost rows: finetune saves each new best of one architecture
+
+
 def _cost(model) -> list[list]:
+    key = model.config.to_json_string()
+    if key not in _COSTS:
+        _COSTS[key] = _measure_cost(model)
+    return _COSTS[key]
+
+
+def _measure_cost(model) -> list[list]:
     T = min(128, getattr(model.config, "max_position_embeddings", 128))  # the paper's length, if the model takes it
     params = count_parameters(model)
     flops = count_flops(model, 1, T)
