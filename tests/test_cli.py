@@ -71,6 +71,7 @@ def test_distill_then_finetune_with_kd(tiny_teacher_dir, tiny_corpus, task_dir, 
     assert "== distill done ==" in capsys.readouterr().out
     student = tmp_path / "d" / "student"
     assert not any("relation" in k or "pooler" in k for k in load_file(student / "model.safetensors"))
+    assert (student / "modeling_minimoe.py").is_file() and "base_model:" in (student / "README.md").read_text()
     assert (tmp_path / "d" / "recipe.yaml").is_file() and (tmp_path / "d" / "metrics.jsonl").is_file()
     assert (tmp_path / "d" / "curves.png").stat().st_size > 1000  # the job plots its own curves
 

@@ -1,4 +1,4 @@
-"""The `minimoe` command: the jobs (distill, finetune, study, demo, inspect) and the tools (convert, flops, data fetch).
+"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo, inspect) and tools.
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -19,6 +19,16 @@ from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
 JOBS = {
     "distill": ("task-agnostic relation distillation into a MiniMoE student", "distill", "DistillConfig"),
     "finetune": ("fine-tune a student (or a teacher) on a task, optionally with KD", "finetune", "FinetuneConfig"),
+    "evaluate": (
+        "score a fine-tuned model (student or teacher) on a task's dev/test files",
+        "evaluate",
+        "EvaluateConfig",
+    ),
+    "predict": (
+        "label texts (text/CSV/TSV/JSONL or stdin) with a fine-tuned model, as JSON lines",
+        "predict",
+        "PredictConfig",
+    ),
     "study": ("the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds", "study", "StudyConfig"),
     "demo": ("the embedded default end to end: fetch, distil, fine-tune, compare", "demo", "DemoConfig"),
     "inspect": (
@@ -46,8 +56,8 @@ def run_job(args) -> None:
         print(dump_recipe(cfg), end="")
         return
     result = module.run(cfg)
-    if isinstance(result, dict):
-        print_summary(args.command, result)
+    if isinstance(result, dict):  # on stderr when the job's data goes to stdout (predict --output -)
+        print_summary(args.command, result, sys.stderr if getattr(cfg, "output", None) == "-" else sys.stdout)
 
 
 def cmd_convert(args) -> None:

@@ -26,7 +26,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def measure_latency(model, batch_size: int = 32, seq_len: int = 128, repeats: int = 5, warmup: int = 2) -> float:
     """Median wall time in ms of one eval forward on random full-length ids [batch_size, seq_len]."""
     vocab = model.config.vocab_size
-    ids = torch.randint(5, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+    device = next(model.parameters()).device
+    ids = torch.randint(5, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
     times = []
     with eval_mode(model):

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from minimoe.card import CardInfo, write_card
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_directory
 from minimoe.modeling import MiniMoEConfig, MiniMoEModel
+from minimoe.modeling.portable import write_remote_code
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -196,4 +198,6 @@ def convert_released(src: str | Path, dst: str | Path, overwrite: bool = False) 
         for name in TOKENIZER_FILES:
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
+        write_remote_code(tmp)
+        write_card(tmp, model, CardInfo(how=f"converted from the authors' released checkpoint {src.name}"), str(dst))
     return dst

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 
-def print_summary(title: str, summary: dict) -> None:
-    """A short, readable block at the end of a job."""
+def print_summary(title: str, summary: dict, file=None) -> None:
+    """A short, readable block at the end of a job (on stdout, or `file`)."""
     width = max(len(k) for k in summary) + 2
-    print(f"\n== {title} done ==")
+    print(f"\n== {title} done ==", file=file)
     for key, value in summary.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
-        print(f"{key:<{width}}{value}")
+        print(f"{key:<{width}}{value}", file=file)
 
 
 def si_count(n: float, digits: int = 1, sep: str = "") -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from minimoe.data import TASKS, Example, custom_task, get_task, load_hf_task, load_task
+from minimoe.data.tasks import custom_task_name, read_labels
 from minimoe.errors import MiniMoEError
 
 MNLI_TRAIN_HEADER = (
@@ -284,3 +285,30 @@ def test_hub_loader_turns_failures_into_one_clear_error(monkeypatch: pytest.Monk
         load_hf_task("mnli", "dev")
     with pytest.raises(MiniMoEError, match="the hub loader serves GLUE tasks"):
         load_hf_task("snli")
+
+
+def test_labels_are_read_from_the_file(tmp_path: Path):
+    (tmp_path / "reviews.csv").write_text("text,sentiment\ngood,positive\nso so,neutral\nbad,negative\nok,neutral\n")
+    (tmp_path / "ids.jsonl").write_text('{"t": "a", "y": 10}\n{"t": "b", "y": 2}\n{"t": "c", "y": 2}\n')
+    (tmp_path / "sim.tsv").write_text("t\ty\na\t0.5\nb\t3\n")
+    spec = custom_task("r", {"train": tmp_path / "reviews.csv"}, ["text"], "sentiment")
+    assert read_labels(spec) == ("negative", "neutral", "positive")
+    assert read_labels(custom_task("i", {"train": tmp_path / "ids.jsonl"}, ["t"], "y")) == ("2", "10")  # numeric order
+    assert read_labels(custom_task("s", {"train": tmp_path / "sim.tsv"}, ["t"], "y")) is None  # fractions: regression
+    with pytest.raises(MiniMoEError, match=r"reviews.csv:2: no column 'label'"):
+        read_labels(custom_task("r", {"train": tmp_path / "reviews.csv"}, ["text"], "label"))
+
+
+def test_custom_task_names_never_shadow_registered_tasks(tmp_path: Path):
+    assert custom_task_name(tmp_path / "reviews.csv") == "reviews"
+    assert custom_task_name(tmp_path / "my-data" / "train.tsv") == "my-data"
+    assert custom_task_name(tmp_path / "movie-sentiment.tsv") == "custom-movie-sentiment"
+    assert custom_task_name(tmp_path / "snli" / "train.jsonl") == "custom-snli"
+
+
+def test_packaged_and_glue_tasks_name_their_labels():
+    assert get_task("movie-sentiment").names == ("negative", "positive")
+    assert get_task("snli").names == ("entailment", "neutral", "contradiction")
+    assert get_task("wnli").names == ("not_entailment", "entailment")
+    assert get_task("stsb").names == ("score",)
+    assert get_task("movie-sentiment").labels == ("0", "1")  # the cached files keep their 0/1 values

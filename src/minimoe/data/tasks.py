@@ -33,6 +33,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     splits: Mapping[str, str]
     columns: tuple[str, ...] | None = None  # column names of a headerless file (CoLA); None = header row
+    label_names: tuple[str, ...] | None = None  # what each label value means (0 -> negative); None = the values
 
     def __post_init__(self) -> None:
         if len(self.text_columns) not in (1, 2):
@@ -51,6 +52,11 @@ class TaskSpec:
         """Output size of a head for this task: the number of classes, or 1 for regression."""
         return 1 if self.labels is None else len(self.labels)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The label names a model saves as id2label: the meanings, the values themselves, or ("score",)."""
+        return self.label_names or self.labels or ("score",)
+
     def score(self, preds, labels) -> dict[str, float]:
         """The task's metrics (and "score", their mean) of predictions: class ids, logits [n, C] or values."""
         return compute_metrics(self.metrics, preds, labels, self.labels is not None, self.name)
@@ -65,6 +71,7 @@ class Example:
 
 
 _BINARY = ("0", "1")
+_SENTIMENT = ("negative", "positive")
 _NLI2 = ("entailment", "not_entailment")
 _PAIR = ("sentence1", "sentence2")
 _SPLITS = {"train": "train.tsv", "dev": "dev.tsv"}
@@ -80,11 +87,28 @@ TASKS: dict[str, TaskSpec] = {
             ("mcc",),
             _SPLITS,
             columns=("source", "label", "original_mark", "sentence"),
+            label_names=("unacceptable", "acceptable"),
         ),
-        TaskSpec("sst2", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
-        TaskSpec("mrpc", ("#1 String", "#2 String"), "Quality", _BINARY, ("accuracy", "f1"), _SPLITS),
+        TaskSpec("sst2", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS, label_names=_SENTIMENT),
+        TaskSpec(
+            "mrpc",
+            ("#1 String", "#2 String"),
+            "Quality",
+            _BINARY,
+            ("accuracy", "f1"),
+            _SPLITS,
+            label_names=("not_equivalent", "equivalent"),
+        ),
         TaskSpec("stsb", _PAIR, "score", None, ("pearson", "spearman"), _SPLITS),
-        TaskSpec("qqp", ("question1", "question2"), "is_duplicate", _BINARY, ("accuracy", "f1"), _SPLITS),
+        TaskSpec(
+            "qqp",
+            ("question1", "question2"),
+            "is_duplicate",
+            _BINARY,
+            ("accuracy", "f1"),
+            _SPLITS,
+            label_names=("not_duplicate", "duplicate"),
+        ),
         TaskSpec(
             "mnli",
             _PAIR,
@@ -95,10 +119,10 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("qnli", ("question", "sentence"), "label", _NLI2, ("accuracy",), _SPLITS),
         TaskSpec("rte", _PAIR, "label", _NLI2, ("accuracy",), _SPLITS),
-        TaskSpec("wnli", _PAIR, "label", _BINARY, ("accuracy",), _SPLITS),  # 1 = entailment
+        TaskSpec("wnli", _PAIR, "label", _BINARY, ("accuracy",), _SPLITS, label_names=("not_entailment", "entailment")),
         # packaged tasks, in the layouts written by minimoe.assets.fetch
         TaskSpec("snli", _PAIR, "label", NLI_LABELS, ("accuracy",), _SPLITS),
-        TaskSpec("movie-sentiment", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS),
+        TaskSpec("movie-sentiment", ("sentence",), "label", _BINARY, ("accuracy",), _SPLITS, label_names=_SENTIMENT),
     )
 }
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -131,12 +155,51 @@ def custom_task(
     )
 
 
-def _delimited_records(path: Path, spec: TaskSpec) -> Iterator[tuple[int, dict[str, object] | str]]:
+def custom_task_name(train_file: str | Path) -> str:
+    """A task name for a user's file: its stem (its folder's name for train.*), never a registered task's name."""
+    path = Path(train_file)
+    name = path.parent.resolve().name if path.stem.lower() in {"train", "training"} else path.stem
+    return f"custom-{name}" if name in TASKS or not name else name
+
+
+def read_labels(spec: TaskSpec, split: str = "train") -> tuple[str, ...] | None:
+    """The label set of a custom task's file: its values sorted (numerically when all are integers), or None
+    (regression) when they are numbers and some have a fraction.
+    """
+    path = Path(spec.splits[split])
+    if not path.is_file():
+        raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
+    values = set()
+    for lineno, row in records:
+        if isinstance(row, str):
+            raise MiniMoEError(f"{path}:{lineno}: {row}")
+        if spec.label_column not in row:
+            raise MiniMoEError(f"{path}:{lineno}: no column {spec.label_column!r}; columns are {list(row)}")
+        values.add(str(row[spec.label_column]))
+    if not values:
+        raise MiniMoEError(f"{path}: no examples (empty file or only a header)")
+    numbers = [_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        if any(not n.is_integer() for n in numbers):
+            return None
+        return tuple(sorted(values, key=float))
+    return tuple(sorted(values))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _delimited_records(path: Path, columns: tuple[str, ...] | None) -> Iterator[tuple[int, dict[str, object] | str]]:
     tsv = path.suffix.lower() == ".tsv"
     # GLUE TSVs hold stray quote characters, so TSVs are read with no quoting at all; MRPC starts with a BOM
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        header = list(spec.columns) if spec.columns else next(reader, [])
+        header = list(columns) if columns else next(reader, [])
         for fields in reader:
             if not fields:
                 continue
@@ -195,7 +258,7 @@ def load_task(
     path = Path(data_dir) / spec.splits[split]
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec)
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
     examples, skipped = [], 0
     try:
         for lineno, row in records:
@@ -212,6 +275,33 @@ def load_task(
     if not examples:
         raise MiniMoEError(f"{path}: no examples (empty file or only a header)")
     return examples
+
+
+def read_texts(path: str | Path, text_columns: tuple[str, ...] | list[str], lines=None) -> list[tuple[str, ...]]:
+    """Unlabelled inputs: the text columns of a CSV/TSV/JSONL file (header row), or one text per non-empty line
+    of any other file or of `lines` (e.g. stdin).
+    """
+    path = Path(path)
+    if lines is not None or path.suffix.lower() not in FORMATS:
+        if lines is None:
+            if not path.is_file():
+                raise MiniMoEError(f"{path}: file not found")
+            lines = path.read_text(encoding="utf-8").splitlines()
+        return [(line.rstrip("\r\n"),) for line in lines if line.strip()]
+    if not path.is_file():
+        raise MiniMoEError(f"{path}: file not found")
+    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, None)
+    texts = []
+    for lineno, row in records:
+        if isinstance(row, str):
+            raise MiniMoEError(f"{path}:{lineno}: {row}")
+        missing = [c for c in text_columns if c not in row]
+        if missing:
+            raise MiniMoEError(
+                f"{path}:{lineno}: no column {missing[0]!r}; columns are {list(row)} (see --text_columns)"
+            )
+        texts.append(tuple(str(row[c]) for c in text_columns))
+    return texts
 
 
 _HUB_SPLITS = {"train": "train", "dev": "validation", "dev_mismatched": "validation_mismatched"}

@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.fetch import CORPORA, fetch_corpus
 from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.card import CardInfo
 from minimoe.data.corpus import build_corpus
 from minimoe.data.encode import pad_collator
 from minimoe.distill.losses import choose_relation_heads
@@ -150,8 +151,14 @@ def run(cfg: DistillConfig) -> dict:
         "final": {k: round(v, 5) for k, v in result.last_metrics.items()},
     }
     if accelerator.is_main_process:
+        card = CardInfo(
+            teacher=cfg.teacher,
+            datasets=list(cfg.corpus),
+            recipe=dump_recipe(cfg),
+            how=f"distilled from {cfg.teacher} by MiniLMv2 relation distillation ({result.steps} steps)",
+        )
         trained = accelerator.unwrap_model(trainer.model).student
-        save_model(trained, tokenizer, out / "student")
+        save_model(trained, tokenizer, out / "student", card)
         if cfg.inspect_sequences and cfg.student.experts > 1:  # written before summary.json, which marks the run done
             sample = Subset(corpus, range(min(cfg.inspect_sequences, len(corpus))))
             init = build_student(teacher, cfg.student, cfg.train.seed)

@@ -7,8 +7,7 @@ inside the training loop and several students can share one pass.
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,14 +17,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
 from minimoe.assets.cache import cache_dir, content_key, weights_stamp
-from minimoe.assets.fetch import PACKAGED_TASKS, fetch_task
 from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.card import CardInfo, read_card_meta
 from minimoe.data.encode import TaskDataset, encode_task, pad_collator
-from minimoe.data.tasks import TaskSpec, custom_task, get_task, load_hf_task, load_task
+from minimoe.data.tasks import TaskSpec
 from minimoe.distill.objectives import TaskObjective
 from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_path, atomic_write_text, save_model
+from minimoe.jobs.evaluate import eval_splits, make_evaluator, read_split, resolve_task, subsample
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
 
@@ -35,13 +35,13 @@ class FinetuneConfig:
     """Fine-tuning a student or a teacher on a task, with optional logit KD (`minimoe finetune`)."""
 
     model: str = ""  # a MiniMoE student directory, or any HF encoder (a teacher's own score)
-    task: str = "movie-sentiment"  # a GLUE task, a packaged task (snli, movie-sentiment), or a name for your files
+    task: str = ""  # a GLUE or packaged task (snli, movie-sentiment); with --train_file a name (default: the file's)
     data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library
     train_file: str = ""  # your own CSV/TSV/JSONL training file (with dev_file, text_columns, label_column, labels)
     dev_file: str = ""  # your own dev file; empty = evaluate on the training file
     text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of your files
     label_column: str = "label"  # the label column of your files
-    labels: list[str] = field(default_factory=list)  # label values of your files; empty = regression
+    labels: list[str] = field(default_factory=list)  # label values of your files, in id order; empty = read them
     teacher: str = ""  # a fine-tuned teacher directory for logit KD; empty = no KD
     kd_alpha: float = 0.5  # weight of the KD loss (the rest is the task loss)
     kd_temperature: float = 1.0  # softmax temperature of the KD loss
@@ -56,46 +56,26 @@ class FinetuneConfig:
     )
 
 
-def _subsample(examples: list, limit: int) -> list:
-    """A fixed (seed 0) random subset, the same for every run and seed, or all examples."""
-    return random.Random(0).sample(examples, limit) if 0 < limit < len(examples) else examples
-
-
-def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, list]:
-    """The task spec and its train/dev examples, from files, the packaged cache or the hub."""
-    if cfg.train_file:
-        spec = custom_task(
-            cfg.task,
-            {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file},
-            cfg.text_columns,
-            cfg.label_column,
-            cfg.labels or None,
-        )
-        train, dev = load_task(spec, "/", "train"), load_task(spec, "/", "dev")
-    elif cfg.data_dir == "hub":
-        spec = get_task(cfg.task)
-        train, dev = load_hf_task(cfg.task, "train"), load_hf_task(cfg.task, "dev")
-    else:
-        spec = get_task(cfg.task)
-        if cfg.data_dir:
-            data_dir = Path(cfg.data_dir)
-        elif cfg.task in PACKAGED_TASKS:
-            data_dir = fetch_task(cfg.task)
-        else:
-            raise MiniMoEError(f"task {cfg.task!r} needs --data_dir (its GLUE TSV directory) or --data_dir hub")
-        train, dev = load_task(spec, data_dir, "train"), load_task(spec, data_dir, "dev")
-    return spec, _subsample(train, cfg.max_train_examples), _subsample(dev, cfg.max_eval_examples)
+def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, dict[str, list]]:
+    """The task spec, its train examples and each evaluation split's (MNLI: matched and mismatched)."""
+    files = {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file} if cfg.train_file else {}
+    spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, cfg.labels)
+    train = subsample(read_split(spec, where, "train"), cfg.max_train_examples)
+    dev = {split: subsample(read_split(spec, where, split), cfg.max_eval_examples) for split in eval_splits(spec)}
+    return spec, train, dev
 
 
 def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
-    """Any HF encoder (MiniMoE included) with a fresh or matching classification head for the task."""
-    labels = spec.labels or ("score",)
+    """Any HF encoder (MiniMoE included) with a matching classification head for the task, or a fresh one
+    (none yet, or one trained for another label count).
+    """
     return load_pretrained(
         AutoModelForSequenceClassification,
         path,
+        ignore_mismatched_sizes=True,
         num_labels=spec.num_labels,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        id2label=dict(enumerate(spec.names)),
+        label2id={label: i for i, label in enumerate(spec.names)},
     )
 
 
@@ -123,21 +103,17 @@ def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) ->
     return logits
 
 
-def make_evaluator(accelerator, spec: TaskSpec, data: TaskDataset, collate, batch_size: int):
-    """evaluate(objective) -> the task's dev metrics, gathered across processes."""
-    loader = accelerator.prepare(DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate))
-
-    @torch.no_grad()
-    def evaluate(objective: nn.Module) -> dict:
-        preds, labels = [], []
-        for batch in loader:
-            logits = objective(**batch)["logits"]
-            logits, gold = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
-            preds.append(logits.cpu())
-            labels.append(gold.cpu())
-        return spec.score(torch.cat(preds).numpy(), torch.cat(labels).numpy())
-
-    return evaluate
+def finetune_card(cfg: FinetuneConfig, model_path: str, spec: TaskSpec) -> CardInfo:
+    """Provenance for the fine-tuned model's card: a student's teacher and data come from its own card."""
+    source = read_card_meta(model_path)
+    kd = f", with logit KD from {cfg.teacher}" if cfg.teacher else ""
+    return CardInfo(
+        teacher=source.get("base_model") or cfg.model,
+        datasets=[*source.get("datasets", []), spec.name],
+        task=spec.name,
+        recipe=dump_recipe(cfg),
+        how=f"fine-tuned on {spec.name} from {cfg.model}{kd}",
+    )
 
 
 def run(cfg: FinetuneConfig) -> dict:
@@ -149,7 +125,8 @@ def run(cfg: FinetuneConfig) -> dict:
     model_path = resolve_model(cfg.model)
     tokenizer = load_pretrained(AutoTokenizer, model_path)
     collate = pad_collator(tokenizer)
-    train_data, dev_data = encode_task(train, tokenizer, cfg.max_length), encode_task(dev, tokenizer, cfg.max_length)
+    train_data = encode_task(train, tokenizer, cfg.max_length)
+    dev_data = {split: encode_task(examples, tokenizer, cfg.max_length) for split, examples in dev.items()}
 
     accelerator = make_accelerator(cfg.train)
     if cfg.teacher:
@@ -167,8 +144,10 @@ def run(cfg: FinetuneConfig) -> dict:
     best_metric = cfg.metric_for_best or "score"
     best_file = out / "best" / "dev_metrics.json"
 
+    card = finetune_card(cfg, model_path, spec)
+
     def on_best(objective: TaskObjective, metrics: dict) -> None:
-        save_model(objective.model, tokenizer, out / "best")
+        save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))
         atomic_write_text(best_file, json.dumps(metrics))
 
     if accelerator.is_main_process:
@@ -192,7 +171,7 @@ def run(cfg: FinetuneConfig) -> dict:
         "model": cfg.model,
         "kd_teacher": cfg.teacher or None,
         "train_examples": len(train_data),
-        "dev_examples": len(dev_data),
+        "dev_examples": len(dev_data["dev"]),
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
         "best": {k: round(v, 4) for k, v in json.loads(best_file.read_text()).items()}

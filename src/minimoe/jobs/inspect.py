@@ -53,14 +53,15 @@ class InspectConfig:
 
 def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:
     """The texts to route, tokenised: a file, the dev sets of tasks, or the packaged corpus' sentences."""
-    from minimoe.jobs.finetune import FinetuneConfig, load_splits
+    from minimoe.jobs.evaluate import read_split, resolve_task
 
     rng = random.Random(0)
     if cfg.task:
         examples = []
         for task in cfg.task:
             data_dir = str(Path(cfg.data_root) / task) if cfg.data_root else ""
-            _, _, dev = load_splits(FinetuneConfig(task=task, data_dir=data_dir))
+            spec, where = resolve_task(task, data_dir, {}, [], "", None)
+            dev = read_split(spec, where, "dev")
             examples += rng.sample(dev, min(len(dev), max(1, cfg.max_texts // len(cfg.task))))
         return encode_task(examples, tokenizer, cfg.max_length)
     if cfg.texts:

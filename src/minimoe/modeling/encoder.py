@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from minimoe.errors import MiniMoEError
 from minimoe.modeling.config import MiniMoEConfig
@@ -147,11 +148,14 @@ class MiniMoEPreTrainedModel(PreTrainedModel):
                     f"{path / 'config.json'} field model_type is {model_type!r}, not 'minimoe' "
                     "(the authors' released checkpoints load after `minimoe convert`)"
                 )
+            # loading options are the model's, not config fields (transformers pops them the same way)
+            held = {k: kwargs.pop(k) for k in ("dtype", "torch_dtype", "device_map") if k in kwargs}
             try:
                 config, kwargs = MiniMoEConfig.from_pretrained(path, return_unused_kwargs=True, **kwargs)
             except MiniMoEError as err:
                 raise MiniMoEError(f"{path / 'config.json'}: {err}") from None
-        validate_checkpoint(path, cls, config, cls.base_model_prefix)
+            kwargs |= held
+        validate_checkpoint(path, cls, config, cls.base_model_prefix, kwargs.get("ignore_mismatched_sizes", False))
         return super().from_pretrained(path, *model_args, config=config, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -172,6 +176,10 @@ class MiniMoEPreTrainedModel(PreTrainedModel):
 class MiniMoEModel(MiniMoEPreTrainedModel):
     """The bare MiniMoE encoder. Returns hidden states, router logits and the load-balance loss."""
 
+    # a distilled student has no pooler; a fine-tuned checkpoint's classifier is not part of the bare encoder
+    _keys_to_ignore_on_load_missing = [r"(^|\.)pooler\."]
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
     def __init__(self, config: MiniMoEConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = MiniMoEEmbeddings(config)
@@ -185,6 +193,7 @@ class MiniMoEModel(MiniMoEPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -194,9 +203,8 @@ class MiniMoEModel(MiniMoEPreTrainedModel):
         output_hidden_states: bool = False,
         output_qkv: bool = False,
         output_aux_loss: bool | None = None,
-        **kwargs,
     ) -> MiniMoEModelOutput:
-        """input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding).
+        """input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding); a tuple with return_dict=False.
 
         `aux_loss` is computed in training mode or when `output_aux_loss=True`: it is a training loss, and its
         ~15 small ops per layer are a visible share of a tiny student's batch-1 inference latency.

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from minimoe.modeling.config import MiniMoEConfig
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEPreTrainedModel
@@ -29,8 +30,11 @@ class MiniMoESequenceClassifierOutput(ModelOutput):
 class MiniMoEForSequenceClassification(MiniMoEPreTrainedModel):
     """[CLS] -> Linear -> Tanh (the pooler) -> Dropout -> Linear, as in BERT and the paper.
 
-    `num_labels = 1` is regression (MSE); otherwise cross-entropy.
+    `num_labels = 1` is regression (MSE); otherwise cross-entropy. A distilled student has neither pooler nor
+    classifier: they start fresh, as every fine-tuning expects, so loading reports no missing weights.
     """
+
+    _keys_to_ignore_on_load_missing = [r"(^|\.)pooler\.", r"^classifier\."]
 
     def __init__(self, config: MiniMoEConfig):
         super().__init__(config)
@@ -41,6 +45,7 @@ class MiniMoEForSequenceClassification(MiniMoEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -49,9 +54,8 @@ class MiniMoEForSequenceClassification(MiniMoEPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        **kwargs,
     ) -> MiniMoESequenceClassifierOutput:
-        """input_ids [B, T] -> logits [B, num_labels]."""
+        """input_ids [B, T] -> logits [B, num_labels]; a tuple with return_dict=False (as transformers models)."""
         out = self.minimoe(
             input_ids,
             attention_mask=attention_mask,

@@ -69,11 +69,12 @@ def blame(config, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
     return "the tensor's rank"
 
 
-def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str) -> None:
+def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str, ignore_mismatched: bool = False) -> None:
     """Raise MiniMoEError unless every weight the model needs is in the directory with the right shape.
 
     The base-model prefix is ignored on both sides, so a base checkpoint loads into a task model (whose
-    new head may be missing) and a task checkpoint into a base model.
+    new head may be missing) and a task checkpoint into a base model. `ignore_mismatched` (transformers'
+    ignore_mismatched_sizes) lets a classifier of another label count be replaced by a fresh one.
     """
     with torch.device("meta"):
         model = model_cls(config)
@@ -92,7 +93,7 @@ def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str) ->
                 f"(num_experts = {config.num_experts}, num_hidden_layers = {config.num_hidden_layers}) requires"
             )
         shape, file = found[key]
-        if shape != tuple(tensor.shape):
+        if shape != tuple(tensor.shape) and not (ignore_mismatched and key.startswith("classifier.")):
             raise MiniMoEError(
                 f"config.json field {blame(config, tuple(tensor.shape), shape)} does not fit {file}: "
                 f"{key} has shape {shape}, the config expects {tuple(tensor.shape)}"

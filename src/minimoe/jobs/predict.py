@@ -1,0 +1,92 @@
+"""`minimoe predict`: label texts with a fine-tuned model, one JSON line per input, in input order.
+
+Inputs are tokenised once and batched by length (longest first), so a batch pads to similar lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
+from minimoe.data.encode import encode_task, pad_collator
+from minimoe.data.tasks import Example, read_texts
+from minimoe.errors import MiniMoEError
+from minimoe.files import atomic_write_text
+from minimoe.jobs.evaluate import load_classifier
+from minimoe.latency import eval_mode
+
+
+@dataclass
+class PredictConfig:
+    """Labelling texts with a fine-tuned model (`minimoe predict`)."""
+
+    model: str = ""  # a fine-tuned model directory (a student or any HF sequence classifier), or a hub name
+    input: str = "-"  # CSV/TSV/JSONL (read text_columns), any other file (one text per line), or - for stdin
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of CSV/TSV/JSONL
+    output: str = "-"  # the predictions, one JSON line per input; - = stdout
+    batch_size: int = 64  # sequences per forward pass
+    max_length: int = 128  # tokens per example (longer ones are truncated)
+    bf16: bool = False  # bfloat16 autocast on the model's device (faster on recent CPUs and GPUs)
+
+
+def prediction(texts: tuple[str, ...], logits: torch.Tensor, id2label: dict[int, str]) -> dict:
+    """One output line: the texts, then the label and its probabilities, or the score of a regression model."""
+    line = {"text": texts[0]} | ({"text_pair": texts[1]} if len(texts) > 1 else {})
+    if logits.numel() == 1:
+        return line | {"score": round(float(logits), 6)}
+    probs = logits.float().softmax(-1)  # [C]
+    return line | {
+        "label": id2label[int(probs.argmax())],
+        "probabilities": {id2label[i]: round(float(p), 6) for i, p in enumerate(probs)},
+    }
+
+
+@torch.no_grad()
+def predict(model, tokenizer, texts: list[tuple[str, ...]], batch_size: int, max_length: int, bf16: bool) -> list:
+    """Logits [C] of every input, in input order; batches are formed longest first."""
+    data = encode_task([Example(t, 0) for t in texts], tokenizer, max_length)
+    order = sorted(range(len(data)), key=lambda i: -len(data[i]["input_ids"]))
+    collate, device = pad_collator(tokenizer), next(model.parameters()).device
+    results: list = [None] * len(data)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with eval_mode(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for batch_ids in tqdm(batches, desc="predict", unit="batch", disable=None):
+            batch = collate([{k: v for k, v in data[i].items() if k != "labels"} for i in batch_ids])
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()  # [B, C]
+            for i, row in zip(batch_ids, logits):
+                results[i] = row
+    return results
+
+
+def run(cfg: PredictConfig) -> dict:
+    """Predict every input; write the JSON lines to the output (stdout by default) and return a summary."""
+    if not cfg.model:
+        raise MiniMoEError("predict needs --model (a fine-tuned model directory or a hub name)")
+    model, tokenizer = load_classifier(cfg.model)
+    texts = read_texts(cfg.input, cfg.text_columns, sys.stdin if cfg.input == "-" else None)
+    if not texts:
+        raise MiniMoEError(f"{'stdin' if cfg.input == '-' else cfg.input}: no texts to predict")
+    model.to(Accelerator().device)
+    start = time.perf_counter()
+    logits = predict(model, tokenizer, texts, cfg.batch_size, cfg.max_length, cfg.bf16)
+    seconds = time.perf_counter() - start
+    lines = "".join(json.dumps(prediction(t, lg, model.config.id2label)) + "\n" for t, lg in zip(texts, logits))
+    if cfg.output == "-":
+        sys.stdout.write(lines)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(cfg.output, lines)
+    return {
+        "model": cfg.model,
+        "examples": len(texts),
+        "output": cfg.output,
+        "seconds": round(seconds, 2),
+        "examples_per_second": round(len(texts) / seconds, 1),
+    }
