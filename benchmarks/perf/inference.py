@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable
 
 from minimoe.flops import count_flops, count_parameters
-from minimoe.modeling import MoEFeedForward
+from minimoe.modeling import dispatch
 from timing import attach_peak_memory, interleaved, median_ms, paired_ratio
 
 from .models import forward_fn, load_hf_teacher, make_student, random_ids, shape_name
@@ -226,8 +226,8 @@ def bench_inference(p: Preset, skip_mpnet: bool) -> tuple[dict, dict]:
         "bf16": bf16_rows,
         "router_balancing": balancing,
         "routing": routing,
-        "pad_rows_per_expert": MoEFeedForward.PAD_ROWS_PER_EXPERT,
-        "pad_tokens_per_row": 1 / MoEFeedForward.PAD_ROWS_PER_TOKEN,
+        "pad_rows_per_expert": dispatch.PAD_ROWS_PER_EXPERT,
+        "pad_tokens_per_row": 1 / dispatch.PAD_ROWS_PER_TOKEN,
         "moe_vs_dense_stock_malloc": moe_dense_ratios(p, models, groups, "stock"),
         "notes": notes,
     }, models
