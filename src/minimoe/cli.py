@@ -1,4 +1,4 @@
-"""The `minimoe` command: the jobs (distill, finetune, study, demo) and the tools (convert, flops, data fetch).
+"""The `minimoe` command: the jobs (distill, finetune, study, demo, export) and the tools (convert, flops, data fetch).
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -21,6 +21,7 @@ JOBS = {
     "finetune": ("fine-tune a student (or a teacher) on a task, optionally with KD", "finetune", "FinetuneConfig"),
     "study": ("the capacity-gap grid: teachers x sizes x dense/MiniMoE x seeds", "study", "StudyConfig"),
     "demo": ("the embedded default end to end: fetch, distil, fine-tune, compare", "demo", "DemoConfig"),
+    "export": ("a saved model as ONNX (optionally int8) or a torch.export .pt2 program", "export", "ExportConfig"),
 }
 
 

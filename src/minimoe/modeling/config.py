@@ -6,7 +6,7 @@ from transformers import PretrainedConfig
 
 from minimoe.errors import MiniMoEError
 
-EXPERT_DISPATCH = ("auto", "padded", "grouped", "dense")  # the strategies of modeling/dispatch.py
+EXPERT_DISPATCH = ("auto", "padded", "grouped", "dense", "masked")  # the strategies of modeling/dispatch.py
 
 
 class MiniMoEConfig(PretrainedConfig):

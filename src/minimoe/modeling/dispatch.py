@@ -7,9 +7,11 @@ chosen expert index [N] to the experts' outputs [N, H], with the same outputs an
 - `padded`: tokens sorted by expert, groups zero-padded to the largest, one `baddbmm` pair over all experts.
 - `grouped`: tokens sorted by expert, one matmul pair per group (no padded rows, E calls).
 - `auto`: `padded` when padding adds fewer rows than E separate calls cost, else `grouped` (the default).
+- `masked`: per expert, the rows of a mask (nonzero), the expert, the rows written back: top-1 FLOPs, no
+  host sync of its own (the row counts stay symbolic), so torch.export and ONNX (NonZero) express it.
 - `dense`: every expert on every token, then each token's row is picked: static shapes, no data-dependent
-  control flow or host sync, so it traces, exports (torch.export, ONNX) and compiles. It costs E x the
-  expert FLOPs and an [E, N, 4H] activation; it is the export path, not the eager one.
+  control flow or host sync, so it traces, exports and compiles anywhere. It costs E x the expert FLOPs
+  and an [E, N, 4H] activation; an export fallback, not an eager path.
 
 `padded` and `grouped` read the group sizes on the host once per layer (`counts.max()` / `counts.tolist()`);
 on CPU that is a few microseconds, not a device sync. In inference (no autograd) the expert weights are
@@ -102,5 +104,21 @@ def dense(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out.gather(0, index.view(1, N, 1).expand(1, N, H)).squeeze(0)  # [N, H]
 
 
-DISPATCH: dict[str, Callable[..., torch.Tensor]] = {"auto": auto, "padded": padded, "grouped": grouped, "dense": dense}
+def masked(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per expert: its tokens' rows (nonzero of a mask), the expert, the rows written back (index_copy)."""
+    y = torch.zeros_like(x)  # [N, H]
+    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in_t, b_in, w_out_t, b_out)
+    for e, weights in enumerate(per_expert):
+        rows = (index == e).nonzero().squeeze(1)  # [n_e]
+        y = y.index_copy(0, rows, experts_pair(ffn.act, x.index_select(0, rows), *weights))  # [N, H]
+    return y
+
+
+DISPATCH: dict[str, Callable[..., torch.Tensor]] = {
+    "auto": auto,
+    "padded": padded,
+    "grouped": grouped,
+    "dense": dense,
+    "masked": masked,
+}
 assert tuple(DISPATCH) == EXPERT_DISPATCH  # the config validates names against this list
