@@ -100,7 +100,7 @@ def test_inference_layouts_match_autograd_path_and_follow_weight_changes(tiny_co
     torch.testing.assert_close(forward(False), forward(True).detach())  # cached copies vs parameter views
     dtype = torch.bfloat16 if bf16 else torch.float32
     cached = ffn._layouts[dtype][1]
-    assert cached[0].dtype == dtype and cached[0].shape == (4, 32, 48) and cached[0].is_contiguous()
+    assert cached[0].dtype == dtype and cached[0].shape == (4, 48, 32) and cached[0].mT.is_contiguous()
     forward(False)
     assert ffn._layouts[dtype][1][0] is cached[0]  # reused while the weights are unchanged
     with torch.no_grad():

@@ -15,7 +15,8 @@ chosen expert index [N] to the experts' outputs [N, H], with the same outputs an
 
 `padded` and `grouped` read the group sizes on the host once per layer (`counts.max()` / `counts.tolist()`);
 on CPU that is a few microseconds, not a device sync. In inference (no autograd) the expert weights are
-read from `MoEFeedForward.weights`, a cached pre-transposed contiguous copy in the compute dtype.
+read from `MoEFeedForward.weights`, a cached copy in the compute dtype whose transpose is contiguous
+(what the GEMM library wants); with autograd they are the parameters themselves.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ class Permute(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
-def experts_pair(act: Callable, x: torch.Tensor, w_in_t, b_in, w_out_t, b_out) -> torch.Tensor:
-    """act(x W_in^T + b_in) W_out^T + b_out with pre-transposed weights: x [E, C, H] -> [E, C, H] (or [C, H])."""
-    mm = torch.baddbmm if x.dim() == 3 else torch.addmm
-    bias = (lambda b: b.unsqueeze(-2)) if x.dim() == 3 else (lambda b: b)
-    inner = act(mm(bias(b_in), x, w_in_t))  # [E, C, I]
-    return mm(bias(b_out), inner, w_out_t)  # [E, C, H]
+def experts_pair(act: Callable, x: torch.Tensor, w_in, b_in, w_out, b_out) -> torch.Tensor:
+    """act(x W_in^T + b_in) W_out^T + b_out: x [E, C, H] with stacked weights [E, out, in], or x [C, H] with one.
+
+    The batched matmuls read W^T; in inference `MoEFeedForward.weights` stores W so that W^T is contiguous.
+    """
+    if x.dim() == 2:
+        return F.linear(act(F.linear(x, w_in, b_in)), w_out, b_out)  # [C, H]
+    inner = act(torch.baddbmm(b_in.unsqueeze(1), x, w_in.mT))  # [E, C, I]
+    return torch.baddbmm(b_out.unsqueeze(1), inner, w_out.mT)  # [E, C, H]
 
 
 def padded(ffn, x: torch.Tensor, index: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,7 +86,7 @@ def grouped(ffn, x: torch.Tensor, index: torch.Tensor, counts: torch.Tensor | No
     order = index.argsort(stable=True)  # [N]
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
-    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in_t, b_in, w_out_t, b_out)
+    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in, b_in, w_out, b_out)
     groups = Permute.apply(x, order, inverse).split(counts.tolist())  # E x [n_e, H]
     y_sorted = torch.cat([experts_pair(ffn.act, g, *per_expert[e]) for e, g in enumerate(groups)])  # [N, H]
     return Permute.apply(y_sorted, inverse, order)  # [N, H]
@@ -107,7 +111,7 @@ def dense(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def masked(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Per expert: its tokens' rows (nonzero of a mask), the expert, the rows written back (index_copy)."""
     y = torch.zeros_like(x)  # [N, H]
-    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in_t, b_in, w_out_t, b_out)
+    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in, b_in, w_out, b_out)
     for e, weights in enumerate(per_expert):
         rows = (index == e).nonzero().squeeze(1)  # [n_e]
         y = y.index_copy(0, rows, experts_pair(ffn.act, x.index_select(0, rows), *weights))  # [N, H]

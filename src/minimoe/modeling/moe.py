@@ -45,22 +45,25 @@ class MoEFeedForward(nn.Module):
         self._layouts: dict[torch.dtype, tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # dtype -> (key, weights)
 
     def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W_in^T [E, H, I], b_in [E, I], W_out^T [E, I, H], b_out [E, H]) as the matmuls of input x want them.
+        """(W_in [E, I, H], b_in [E, I], W_out [E, H, I], b_out [E, H]) for the matmuls on input x.
 
-        With autograd: transposed views of the parameters. In inference: contiguous pre-transposed copies in the
-        compute dtype (bf16 under bf16 autocast), cached per dtype and rebuilt when a parameter is replaced or
-        changed in place (its storage or version counter moves). Costs one extra copy of the expert weights.
+        With autograd: the parameters. In inference: copies in the compute dtype (bf16 under bf16 autocast)
+        stored transposed (W.mT contiguous, as the batched matmuls read it), cached per dtype and rebuilt when
+        a parameter is replaced or changed in place (its storage or version counter moves). Costs one extra
+        copy of the expert weights in memory.
         """
         params = (self.w_in, self.b_in, self.w_out, self.b_out)
-        transposed = (self.w_in.transpose(1, 2), self.b_in, self.w_out.transpose(1, 2), self.b_out)
         if (torch.is_grad_enabled() and self.w_in.requires_grad) or torch.compiler.is_compiling():
-            return transposed
+            return params
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else self.w_in.dtype
         key = tuple((p.data_ptr(), p._version) for p in params)
         cached = self._layouts.get(dtype)
         if cached is None or cached[0] != key:
-            cached = (key, tuple(t.to(dtype).contiguous() for t in transposed))
+            layout = tuple(
+                p.detach().to(dtype).mT.contiguous().mT if p.dim() == 3 else p.detach().to(dtype) for p in params
+            )
+            cached = (key, layout)
             self._layouts[dtype] = cached
         return cached[1]
 
