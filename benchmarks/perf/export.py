@@ -2,7 +2,8 @@
 
 The students are the inference section's balanced-router models of one shape, exported with `minimoe export`'s
 functions (masked dispatch: top-1 FLOPs). One interleaved group per batch size; onnxruntime gets as many
-intra-op threads as torch. int8 is also compared with fp32 on the outputs (max |diff| of the last hidden state).
+intra-op threads as torch, not spinning between calls (its busy-waiting threads would slow the PyTorch cases
+run next). int8 is also compared with fp32 on the outputs (max |diff| of the last hidden state).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def bench_export(p: Preset, models: dict) -> dict:
             export_onnx(model, fp32)
             quantize_int8(fp32, int8)
             sessions[kind] = {
-                "onnxruntime fp32": onnx_session(fp32, threads),
-                "onnxruntime int8": onnx_session(int8, threads),
+                "onnxruntime fp32": onnx_session(fp32, threads, spin=False),
+                "onnxruntime int8": onnx_session(int8, threads, spin=False),
             }
         for batch in p.batches:
             repeats = p.repeats_large if batch == max(p.batches) else p.repeats_small
