@@ -16,7 +16,8 @@ see --help). Sections, one module each under benchmarks/perf/:
 3. training: task-agnostic distillation step throughput from the real all-MiniLM-L6-v2 teacher, the share
    of the step spent in the teacher, teacher Q/K/V live vs cached, fp32 vs bf16 autocast.
 4. dispatch: sorted (ours) vs the naive loop-with-masks vs a dense one-hot einsum, same inputs.
-5. a torch.profiler breakdown of every missed target.
+5. export: onnxruntime fp32 and dynamic int8 vs PyTorch eager, dense and MoE, batch 1 and 32.
+6. a torch.profiler breakdown of every missed target.
 
 Timing (benchmarks/timing.py, shared with moe_layer.py): all cases of a group are warmed up, then run
 round-robin with the order rotated each round; a case's time is the median over rounds and a ratio of two
@@ -26,9 +27,9 @@ between cases of the same group of the same run.
 Allocator: glibc's default malloc returns big freed blocks (e.g. a dense FFN's [N, 4H] activation) to the
 OS after every call, so a dense model pays page faults the MoE's smaller per-expert blocks do not, which
 flatters the MoE. The suite therefore first measures inference with the stock allocator (what a user
-gets), then switches this process to keep freed memory mapped (mallopt, as MALLOC_MMAP_THRESHOLD_ /
-MALLOC_TRIM_THRESHOLD_ would) and measures everything else - including the MoE/dense ratios the targets
-are checked on - compute against compute.
+gets; the latency targets are checked on these ratios), then switches this process to keep freed memory
+mapped (mallopt, as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ would) and measures everything else -
+including the MoE/dense ratios again as a second column - compute against compute.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, moe_layer.py, perf/
 
 from perf.dispatch import bench_dispatch  # noqa: E402
+from perf.export import bench_export  # noqa: E402
 from perf.inference import bench_inference, bench_student_ratios_tuned  # noqa: E402
 from perf.plots import plot_all  # noqa: E402
 from perf.presets import FULL, MPNET, SMOKE, TARGETS, log  # noqa: E402
@@ -68,7 +70,8 @@ from timing import CpuMonitor, hardware, load_average, malloc_description, tune_
 ALLOCATOR_NOTE = (
     "the inference tables (teachers, students, bf16) run first with the stock glibc allocator; then the process "
     "keeps freed memory mapped (glibc mallopt: mmap threshold 256 MiB, trim threshold 1 GiB, as "
-    "MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ would) and the MoE/dense ratios the targets are checked on, the "
+    "MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ would) and the MoE/dense ratios (second column; the targets are "
+    "checked on the stock-allocator ratios), the "
     "layer scaling, the dispatch comparison and the training step are measured. Stock malloc unmaps big freed blocks "
     "(the dense FFN's [N, 4H] activation) after each call, so the dense model pays page faults the MoE's smaller "
     "per-expert blocks avoid, which flatters the MoE."
@@ -100,16 +103,18 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def collect_targets(ratios: list[dict], scaling: dict) -> list[dict]:
-    """Every target with its value: balanced-router latency ratios, FLOPs ratio per shape, layer E=max / E=1."""
+def collect_targets(ratios: list[dict], bf16: list[dict], scaling: dict, training: dict) -> list[dict]:
+    """Every target with its value: balanced-router latency ratios (stock malloc, fp32 and bf16), FLOPs ratio per
+    shape, layer E=max / E=1, the training step."""
     targets = [
         {
-            "name": f"MoE/dense latency {r['shape']} batch {r['batch']}",
+            "name": f"MoE/dense latency {r['shape']} batch {r['batch']}{suffix}",
             "value": r["latency_ratio"],
             "target": r["target"],
             "met": r["met"],
         }
-        for r in ratios
+        for rows, suffix in ((ratios, ""), (bf16, " bf16"))
+        for r in rows
     ]
     flops = {r["shape"]: r["flops_ratio"] for r in ratios}
     targets += [
@@ -128,6 +133,15 @@ def collect_targets(ratios: list[dict], scaling: dict) -> list[dict]:
             "value": ex["ratio_max_over_1"],
             "target": ex["target"],
             "met": ex["met"],
+        }
+    )
+    step = training["moe_over_dense_step"]
+    targets.append(
+        {
+            "name": f"MoE/dense distillation step {training['batch']}x{training['seq']}",
+            "value": step,
+            "target": TARGETS["train_step"],
+            "met": step <= TARGETS["train_step"],
         }
     )
     return targets
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return result
 
-    log("[1/5] inference: teachers and students, batch " + " and ".join(map(str, p.batches)))
+    log("[1/6] inference: teachers and students, batch " + " and ".join(map(str, p.batches)))
     inference, models = section("inference (stock malloc)", lambda: bench_inference(p, args.no_mpnet or args.smoke))
     tuned = tune_malloc_now()
     malloc_after = (
@@ -204,15 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     log("  allocator now keeps freed memory mapped" if tuned else "  (could not tune the allocator; not glibc)")
     tuned_ratios = section("student ratios (tuned malloc)", lambda: bench_student_ratios_tuned(p, models))
     inference["moe_vs_dense_tuned_malloc"] = tuned_ratios
-    log("[2/5] scaling of the MoE layer")
+    log("[2/6] scaling of the MoE layer")
     scaling = section("layer scaling", lambda: bench_scaling(p))
-    log("[3/5] training: distillation step")
+    log("[3/6] training: distillation step")
     training = section("training", lambda: bench_training(p))
-    log("[4/5] dispatch comparison")
+    log("[4/6] dispatch comparison")
     dispatch = section("dispatch", lambda: bench_dispatch(p))
-    targets = collect_targets(tuned_ratios, scaling)
-    log("[5/5] profiles of missed targets")
-    profiles = section("profiles", lambda: profile_misses(p, tuned_ratios, scaling, models))
+    log("[5/6] exported inference: onnxruntime fp32 and int8 vs PyTorch")
+    exported = section("export", lambda: bench_export(p, models))
+    stock_ratios = inference["moe_vs_dense_stock_malloc"]
+    targets = collect_targets(stock_ratios, inference["moe_vs_dense_bf16"], scaling, training)
+    log("[6/6] profiles of missed targets")
+    profiles = section("profiles", lambda: profile_misses(p, stock_ratios, scaling, models))
     if not profiles:
         log("  none missed")
 
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": scaling,
         "training": training,
         "dispatch": dispatch,
+        "export": exported,
         "targets": targets,
         "profiles": profiles,
     }

@@ -30,7 +30,7 @@ def smoke_run(
         "--img-dir",
         str(out / "img"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
@@ -42,9 +42,18 @@ def positive(x) -> bool:
 def test_smoke_json_has_every_section(smoke_run):
     out, _ = smoke_run
     perf = json.loads((out / "perf.json").read_text())
-    assert {"schema", "meta", "inference", "scaling", "training", "dispatch", "targets", "profiles", "headline"} <= set(
-        perf
-    )
+    assert {
+        "schema",
+        "meta",
+        "inference",
+        "scaling",
+        "training",
+        "dispatch",
+        "export",
+        "targets",
+        "profiles",
+        "headline",
+    } <= set(perf)
     meta = perf["meta"]
     assert meta["smoke"] is True and {"cpu", "cores", "threads", "torch"} <= set(meta["hardware"])
     assert {"load_before", "load_after", "command", "wall_time_s", "memory_method", "malloc"} <= set(meta)
@@ -79,6 +88,19 @@ def test_smoke_json_has_every_section(smoke_run):
     balancing = inference["router_balancing"]
     assert balancing["by_shape"] and all(b["groups"] for b in balancing["by_shape"].values())
     assert inference["bf16"] and "bf16_over_fp32" in inference["bf16"][0]
+    assert {(r["shape"], r["batch"]) for r in inference["moe_vs_dense_bf16"]} == {
+        (r["shape"], r["batch"]) for r in inference["moe_vs_dense_stock_malloc"]
+    }
+    names = {t["name"] for t in perf["targets"]}  # checked on stock malloc, fp32 and bf16, and the training step
+    assert any(n.endswith(" bf16") for n in names) and any("distillation step" in n for n in names)
+
+    exported = perf["export"]
+    runtimes = {(r["kind"], r["runtime"]) for r in exported["rows"]}
+    assert runtimes == {
+        (k, r) for k in ("dense", "moe") for r in ("pytorch fp32", "onnxruntime fp32", "onnxruntime int8")
+    }
+    assert all(positive(r["ms"]) and positive(r["over_pytorch_fp32"]) for r in exported["rows"])
+    assert all(d["onnxruntime fp32"] < 1e-3 for d in exported["max_abs_diff"].values())
 
     scaling = perf["scaling"]
     assert {"ratio_max_over_1", "target", "met", "rows"} <= set(scaling["experts"])

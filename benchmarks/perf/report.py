@@ -232,16 +232,17 @@ def doc_inference(inf: dict, rel: dict[str, str]) -> list[str]:
         "### MiniMoE vs dense of the same active size",
         "",
         "Latency ratio = paired median of MoE (E=4) / dense (E=1) forward time, same shape, same group. "
-        "`tuned` = after switching the allocator to keep freed memory mapped (compute vs compute; the targets "
-        "are checked on these); `stock` = default glibc malloc, measured first in the same run. The bold column "
-        "and the target use **balanced routers**; the before-fix and random-router columns are the other two "
-        "regimes (see *Routing*) from the same groups.",
+        "The bold column and the target: default glibc malloc (`stock`, what users get), **balanced routers**; "
+        "the before-fix and random-router columns are the other two regimes (see *Routing*) from the same groups; "
+        "`tuned` = the same students after switching the allocator to keep freed memory mapped (compute vs "
+        "compute), measured later in the same run; `bf16` = under bf16 autocast, stock malloc, same groups.",
         "",
     ]
-    stock = {(r["shape"], r["batch"]): r for r in inf["moe_vs_dense_stock_malloc"]}
+    tuned = {(r["shape"], r["batch"]): r for r in inf["moe_vs_dense_tuned_malloc"]}
+    bf16 = {(r["shape"], r["batch"]): r for r in inf["moe_vs_dense_bf16"]}
     rows = []
-    for r in inf["moe_vs_dense_tuned_malloc"]:
-        s = stock[(r["shape"], r["batch"])]
+    for r in inf["moe_vs_dense_stock_malloc"]:
+        s, b = tuned[(r["shape"], r["batch"])], bf16[(r["shape"], r["batch"])]
         rows.append(
             [
                 r["shape"],
@@ -253,6 +254,7 @@ def doc_inference(inf: dict, rel: dict[str, str]) -> list[str]:
                 f"{r['latency_ratio_grouped_dispatch']:.3f}",
                 f"{r['latency_ratio_random_routers']:.3f}",
                 f"{s['latency_ratio']:.3f}",
+                f"{b['latency_ratio']:.3f} {met(b['met'])}",
                 f"{r['flops_ratio']:.4f}",
             ]
         )
@@ -267,7 +269,8 @@ def doc_inference(inf: dict, rel: dict[str, str]) -> list[str]:
                 "target",
                 "MoE/dense, before fix (grouped)",
                 "MoE/dense, random routers",
-                "MoE/dense, balanced, stock malloc",
+                "MoE/dense, balanced, tuned malloc",
+                "MoE/dense, balanced, bf16",
                 "FLOPs ratio",
             ],
             rows,
@@ -493,6 +496,39 @@ def doc_dispatch(dp: dict, rel: dict[str, str]) -> list[str]:
     return out + [f"![dispatch]({rel['perf_dispatch']})", ""]
 
 
+def doc_export(ex: dict) -> list[str]:
+    """onnxruntime fp32 / int8 vs PyTorch eager (`minimoe export`), dense and MoE students."""
+    return [
+        "## Exported inference (onnxruntime, int8)",
+        "",
+        f"{ex['shape']} students (balanced routers) exported by `minimoe export` (dispatch `{ex['dispatch']}`, top-1 "
+        f"FLOPs), run in onnxruntime with {ex['threads']} intra-op threads; int8 = onnxruntime dynamic quantisation "
+        f"of every linear. Paired ratios within one interleaved group per batch, seq {ex['seq']}, stock malloc. "
+        "Max |diff| of the last hidden state vs PyTorch: "
+        + "; ".join(
+            f"{case}: " + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items())
+            for case, diffs in ex["max_abs_diff"].items()
+        )
+        + ".",
+        "",
+        markdown_rows(
+            ["student", "runtime", "batch", "ms", "x PyTorch fp32", "MoE/dense (same runtime)"],
+            [
+                [
+                    r["kind"],
+                    r["runtime"],
+                    r["batch"],
+                    f"{r['ms']:.2f}",
+                    f"{r['over_pytorch_fp32']:.3f}",
+                    f"{r['moe_over_dense']:.3f}",
+                ]
+                for r in ex["rows"]
+            ],
+        ),
+        "",
+    ]
+
+
 def doc_profiles(profiles: list[dict]) -> list[str]:
     if not profiles:
         return []
@@ -566,6 +602,7 @@ def write_doc(perf: dict, doc: Path, img_paths: list[Path]) -> None:
         *doc_scaling(perf["scaling"], rel),
         *doc_training(perf["training"], rel),
         *doc_dispatch(perf["dispatch"], rel),
+        *doc_export(perf["export"]),
         *doc_profiles(perf["profiles"]),
     ]
     out += [

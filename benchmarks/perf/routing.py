@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from minimoe.latency import eval_mode
-from minimoe.modeling import MoEFeedForward
+from minimoe.modeling import MoEFeedForward, dispatch
 
 CALIBRATION_SEED = 1234  # router-balancing inputs; the timed inputs use other seeds
 
@@ -26,25 +26,27 @@ def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
     return [m for m in model.modules() if isinstance(m, MoEFeedForward) and m.router is not None]
 
 
-def _noting_path(method: Callable, path: str, record: dict) -> Callable:
-    """`method` that first sets record["path"] = path."""
+def _noting_path(fn: Callable, path: str, records: dict[int, dict]) -> Callable:
+    """Dispatch strategy `fn` that first sets records[id(layer)]["path"] = path for the layers being recorded."""
 
-    def call(*args):
-        record["path"] = path
-        return method(*args)
+    def call(ffn, *args):
+        if id(ffn) in records:
+            records[id(ffn)]["path"] = path
+        return fn(ffn, *args)
 
     return call
 
 
 @contextlib.contextmanager
 def record_routing(model: nn.Module) -> Iterator[list[dict]]:
-    """Per routed layer, {"groups": tokens per expert [E], "path": "padded" | "grouped"} of the latest forward.
+    """Per routed layer, {"groups": tokens per expert [E], "path": "padded" | "grouped" | ...} of the latest forward.
 
-    The path is read off the call itself (each layer's `_dispatch_*` methods are wrapped for the duration),
-    not re-derived from the threshold rule, so it stays true if the rule in `MoEFeedForward` changes.
+    The path is read off the call itself (the strategies of `minimoe.modeling.dispatch` are wrapped for the
+    duration), not re-derived from the threshold rule, so it stays true if the rule changes.
     """
     layers = moe_layers(model)
     records = [{"groups": None, "path": None} for _ in layers]
+    by_layer = {id(layer): record for layer, record in zip(layers, records)}
     handles = []
     for layer, record in zip(layers, records):
 
@@ -53,16 +55,20 @@ def record_routing(model: nn.Module) -> Iterator[list[dict]]:
             record["groups"] = torch.bincount(logits.argmax(dim=-1).flatten(), minlength=module.num_experts)  # [E]
 
         handles.append(layer.register_forward_hook(count))
-        for path in ("padded", "grouped"):  # instance attributes shadowing the methods
-            setattr(layer, f"_dispatch_{path}", _noting_path(getattr(layer, f"_dispatch_{path}"), path, record))
+    saved = dict(dispatch.DISPATCH), {name: getattr(dispatch, name) for name in dispatch.DISPATCH}
+    for name, fn in saved[1].items():  # the module names (what `auto` calls) and the registry (forced modes)
+        wrapped = _noting_path(fn, name, by_layer)
+        setattr(dispatch, name, wrapped)
+        if name != "auto":
+            dispatch.DISPATCH[name] = wrapped
     try:
         yield records
     finally:
         for handle in handles:
             handle.remove()
-        for layer in layers:
-            for path in ("padded", "grouped"):
-                delattr(layer, f"_dispatch_{path}")
+        dispatch.DISPATCH.update(saved[0])
+        for name, fn in saved[1].items():
+            setattr(dispatch, name, fn)
 
 
 def routing_of(model: nn.Module, inputs: torch.Tensor) -> list[dict]:
@@ -99,7 +105,7 @@ def balance_routers_(
 
 
 def force_grouped_dispatch_(model: nn.Module) -> nn.Module:
-    """Make every MoE layer of `model` take the grouped path (one matmul pair per expert): the pre-fix dispatch."""
+    """Make every MoE layer of `model` take the grouped strategy (one matmul pair per expert): the pre-fix dispatch."""
     for layer in moe_layers(model):
         layer.dispatch_mode = "grouped"
     return model

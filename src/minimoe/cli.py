@@ -1,4 +1,4 @@
-"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo, inspect) and tools.
+"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo, inspect, export) and tools.
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -36,6 +36,7 @@ JOBS = {
         "inspect",
         "InspectConfig",
     ),
+    "export": ("a saved model as ONNX (optionally int8) or a torch.export .pt2 program", "export", "ExportConfig"),
 }
 
 

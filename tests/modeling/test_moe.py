@@ -1,8 +1,11 @@
-"""The MoE FFN: dispatch equals a naive masked loop, E=1 is a dense FFN, balance loss, router noise."""
+"""The MoE FFN: every dispatch strategy equals a naive masked loop, cached inference weight layouts, E=1 is a
+dense FFN, balance loss, router noise."""
 
 import pytest
 import torch
 
+from minimoe.errors import MiniMoEError
+from minimoe.modeling import dispatch
 from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
 
 
@@ -23,7 +26,7 @@ def make_ffn(tiny_config, **kw) -> MoEFeedForward:
     return ffn
 
 
-@pytest.mark.parametrize("path", ["padded", "grouped"])
+@pytest.mark.parametrize("path", list(dispatch.DISPATCH))
 @pytest.mark.parametrize("case", ["random", "one_expert_empty", "all_to_one"])
 def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case, path):
     ffn = make_ffn(tiny_config)
@@ -61,8 +64,10 @@ def groups(*sizes: int) -> torch.Tensor:
 def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypatch):
     ffn = make_ffn(tiny_config)  # 4 experts; padding allowed per expert: max(16 rows, 1 row per 128 tokens)
     called = []
-    monkeypatch.setattr(ffn, "_dispatch_padded", lambda *a: called.append("padded"))
-    monkeypatch.setattr(ffn, "_dispatch_grouped", lambda *a: called.append("grouped"))
+    for path in ("padded", "grouped"):
+        record = lambda *a, path=path: called.append(path)  # noqa: E731
+        monkeypatch.setattr(dispatch, path, record)
+        monkeypatch.setitem(dispatch.DISPATCH, path, record)
     cases = [
         ((100, 100, 100, 100), "padded"),  # no padding
         ((116, 100, 92, 92), "padded"),  # 64 padding rows = 16 per expert
@@ -80,6 +85,32 @@ def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypa
         ffn.dispatch_mode = mode
         ffn.dispatch(torch.randn(400, 32), groups(220, 60, 60, 60))
     assert called == ["padded", "grouped"]
+
+
+@pytest.mark.parametrize("path", list(dispatch.DISPATCH))
+@pytest.mark.parametrize("bf16", [False, True])
+def test_inference_layouts_match_autograd_path_and_follow_weight_changes(tiny_config, path, bf16):
+    ffn = make_ffn(tiny_config, router_noise=0.0, expert_dispatch=path).eval()
+    h = torch.randn(3, 7, 32)
+
+    def forward(grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return ffn(h)[0].float()
+
+    torch.testing.assert_close(forward(False), forward(True).detach())  # cached copies vs parameter views
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    cached = ffn._layouts[dtype][1]
+    assert cached[0].dtype == dtype and cached[0].shape == (4, 48, 32) and cached[0].mT.is_contiguous()
+    forward(False)
+    assert ffn._layouts[dtype][1][0] is cached[0]  # reused while the weights are unchanged
+    with torch.no_grad():
+        ffn.w_out.mul_(2.0)  # an in-place change (an optimizer step, load_state_dict) invalidates the copy
+    torch.testing.assert_close(forward(False), forward(True).detach())
+
+
+def test_unknown_dispatch_is_a_config_error(tiny_config):
+    with pytest.raises(MiniMoEError, match="expert_dispatch"):
+        tiny_config(expert_dispatch="fastest")
 
 
 def test_forward_scales_by_chosen_probability(tiny_config):

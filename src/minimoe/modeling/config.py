@@ -6,12 +6,16 @@ from transformers import PretrainedConfig
 
 from minimoe.errors import MiniMoEError
 
+EXPERT_DISPATCH = ("auto", "padded", "grouped", "dense", "masked")  # the strategies of modeling/dispatch.py
+
 
 class MiniMoEConfig(PretrainedConfig):
     """Config of a MiniMoE encoder.
 
     `intermediate_size` is the width of ONE expert (the dense student's FFN width), so the
     per-token compute is that of a dense BERT of the same shape; `num_experts = 1` is a plain BERT.
+    `expert_dispatch` names the strategy in `modeling/dispatch.py` that runs the experts ("auto"; "dense"
+    for export). Not `experts_implementation`: transformers reserves that name for its own registry.
     """
 
     model_type = "minimoe"
@@ -35,6 +39,7 @@ class MiniMoEConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         classifier_dropout: float | None = None,
+        expert_dispatch: str = "auto",
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -54,6 +59,7 @@ class MiniMoEConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
+        self.expert_dispatch = expert_dispatch
         self.validate_shapes()
 
     def validate_shapes(self) -> None:
@@ -77,6 +83,10 @@ class MiniMoEConfig(PretrainedConfig):
             )
         if not 0.0 <= self.router_noise < 1.0:
             raise MiniMoEError(f"config field router_noise must be in [0, 1), got {self.router_noise}")
+        if self.expert_dispatch not in EXPERT_DISPATCH:
+            raise MiniMoEError(
+                f"config field expert_dispatch must be one of {', '.join(EXPERT_DISPATCH)}, got {self.expert_dispatch!r}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -1,4 +1,4 @@
-"""The mixture-of-minimal-experts FFN: top-1 routing, dropless, sorted grouped dispatch."""
+"""The mixture-of-minimal-experts FFN: top-1 routing, dropless, dispatch by a pluggable strategy (dispatch.py)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,11 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from minimoe.modeling.config import MiniMoEConfig
+from minimoe.modeling.dispatch import DISPATCH, experts_pair
 
 
 class Router(nn.Linear):
     """hidden -> E logits. Its own class so weight init can keep PyTorch's default (as the paper does)."""
-
-
-class Permute(torch.autograd.Function):
-    """Rows gathered by a permutation; its backward is the inverse gather (not index_select's scatter-add)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, order)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
 
 
 class MoEFeedForward(nn.Module):
@@ -39,13 +26,7 @@ class MoEFeedForward(nn.Module):
     With E = 1 there is no router and the layer is numerically a standard BERT FFN.
     """
 
-    # Zero rows per expert the batched path may add before E separate matmuls are cheaper: 16, or one per
-    # 128 tokens when that is more. Measured on 2 CPU cores (docs/performance.md): a separate call costs
-    # ~17 rows at 128 tokens, and at 4096 tokens the batched path wins from E = 16 (1.20 vs 1.28 x dense)
-    # but not at E = 4 (1.10 vs 1.07), where balanced groups still differ by ~30 rows.
-    PAD_ROWS_PER_EXPERT = 16
-    PAD_ROWS_PER_TOKEN = 1 / 128
-    dispatch_mode = "auto"  # or "padded" / "grouped" to force one path (tests, benchmarks, FLOPs counting)
+    dispatch_mode: str | None = None  # overrides config.expert_dispatch for this layer (tests, benchmarks, FLOPs)
 
     def __init__(self, config: MiniMoEConfig):
         super().__init__()
@@ -60,6 +41,31 @@ class MoEFeedForward(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.expert_dispatch = config.expert_dispatch
+        self._layouts: dict[torch.dtype, tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # dtype -> (key, weights)
+
+    def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(W_in [E, I, H], b_in [E, I], W_out [E, H, I], b_out [E, H]) for the matmuls on input x.
+
+        With autograd: the parameters. In inference: copies in the compute dtype (bf16 under bf16 autocast)
+        stored transposed (W.mT contiguous, as the batched matmuls read it), cached per dtype and rebuilt when
+        a parameter is replaced or changed in place (its storage or version counter moves). Costs one extra
+        copy of the expert weights in memory.
+        """
+        params = (self.w_in, self.b_in, self.w_out, self.b_out)
+        if (torch.is_grad_enabled() and self.w_in.requires_grad) or torch.compiler.is_compiling():
+            return params
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else self.w_in.dtype
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self._layouts.get(dtype)
+        if cached is None or cached[0] != key:
+            layout = tuple(
+                p.detach().to(dtype).mT.contiguous().mT if p.dim() == 3 else p.detach().to(dtype) for p in params
+            )
+            cached = (key, layout)
+            self._layouts[dtype] = cached
+        return cached[1]
 
     def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
         """Expert e on tokens x [n, H] -> [n, H]."""
@@ -74,58 +80,16 @@ class MoEFeedForward(nn.Module):
         return logits, index, gate
 
     def dispatch(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Run each token through its expert: x [N, H], index [N] -> [N, H].
-
-        Tokens are sorted by expert. When the groups are near equal (padding them to the largest adds fewer
-        rows than E separate matmul calls cost) they go through one batched matmul pair; otherwise one
-        matmul pair per group. The group sizes go to the host once per layer (free on CPU). Both paths give
-        the same outputs and gradients.
-        """
-        E, N = self.num_experts, x.shape[0]
-        order = index.argsort(stable=True)  # [N]
-        counts = torch.bincount(index, minlength=E)  # [E]
-        capacity = int(counts.max())
-        allowed = E * max(self.PAD_ROWS_PER_EXPERT, N * self.PAD_ROWS_PER_TOKEN)  # zero rows worth one call each
-        near_equal = E * capacity - N <= allowed
-        if self.dispatch_mode == "padded" or (self.dispatch_mode == "auto" and near_equal):
-            return self._dispatch_padded(x, index, order, counts, capacity)
-        return self._dispatch_grouped(x, order, counts.tolist())
-
-    def _dispatch_padded(
-        self, x: torch.Tensor, index: torch.Tensor, order: torch.Tensor, counts: torch.Tensor, capacity: int
-    ) -> torch.Tensor:
-        """Groups zero-padded to `capacity` rows, then two batched matmuls over all experts at once."""
-        E, C, (N, H) = self.num_experts, capacity, x.shape
-        starts = counts.cumsum(0) - counts  # [E]
-        sorted_index = index[order]  # [N]
-        rank = torch.arange(N, device=x.device) - starts[sorted_index]  # [N] place within its group
-        slot = torch.empty_like(order)
-        slot[order] = sorted_index * C + rank  # [N] row of each token in the padded [E * C] layout
-        padded = x.new_zeros(E * C, H).index_copy(0, slot, x).view(E, C, H)  # [E, C, H]
-        inner = self.act(torch.baddbmm(self.b_in.unsqueeze(1), padded, self.w_in.transpose(1, 2)))  # [E, C, I]
-        out = torch.baddbmm(self.b_out.unsqueeze(1), inner, self.w_out.transpose(1, 2))  # [E, C, H]
-        return out.view(E * C, H).index_select(0, slot)  # [N, H]; padded rows never read, so no gradient
-
-    def _dispatch_grouped(self, x: torch.Tensor, order: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """One matmul pair per expert group, on the tokens sorted by expert.
-
-        Weights are unbound (not indexed) so backward writes each expert's gradient slice once.
-        """
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        w_in, b_in, w_out, b_out = (p.unbind(0) for p in (self.w_in, self.b_in, self.w_out, self.b_out))
-        groups = Permute.apply(x, order, inverse).split(counts)  # E x [n_e, H]
-        y_sorted = torch.cat(
-            [F.linear(self.act(F.linear(g, w_in[e], b_in[e])), w_out[e], b_out[e]) for e, g in enumerate(groups)]
-        )  # [N, H]
-        return Permute.apply(y_sorted, inverse, order)  # [N, H]
+        """Run each token through its expert: x [N, H], index [N] -> [N, H], by the configured strategy."""
+        return DISPATCH[self.dispatch_mode or self.expert_dispatch](self, x, index)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h [B, T, H] -> (output [B, T, H], router logits [B, T, E] or None when E = 1)."""
         B, T, H = h.shape
         x = h.reshape(B * T, H)  # [N, H]
         if self.router is None:
-            return self.LayerNorm(h + self.dropout(self.expert(x, 0)).view(B, T, H)), None
+            y = experts_pair(self.act, x, *(w[0] for w in self.weights(x)))  # [N, H]
+            return self.LayerNorm(h + self.dropout(y).view(B, T, H)), None
         logits, index, gate = self.route(x)
         y = self.dropout(self.dispatch(x, index))  # [N, H]
         y = y * gate.unsqueeze(-1).to(y.dtype)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = "minimoe.modeling"
 CONFIG_MODULES = ("config",)  # -> configuration_minimoe.py
-MODEL_MODULES = ("moe", "loading", "encoder", "heads")  # -> modeling_minimoe.py, in dependency order
+MODEL_MODULES = ("dispatch", "moe", "loading", "encoder", "heads")  # -> modeling_minimoe.py, in dependency order
 CONFIG_FILE, MODEL_FILE = "configuration_minimoe.py", "modeling_minimoe.py"
 AUTO_MAP = {
     "AutoConfig": "configuration_minimoe.MiniMoEConfig",
