@@ -33,23 +33,6 @@ DISTILL = [
 ]
 
 
-@pytest.fixture
-def task_dir(tmp_path):
-    """A movie-sentiment-style task (sentence<TAB>label) in the tiny teacher's vocabulary."""
-    rows = [
-        "the film was new and known",
-        "the game was large",
-        "people found the album",
-        "the team played music",
-        "a river in the north",
-        "school and war",
-    ]
-    lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
-    for split in ("train", "dev"):
-        (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return tmp_path
-
-
 def distill(teacher, corpus, out, *extra):
     return main(
         [
