@@ -211,7 +211,9 @@ def test_resume_with_a_changed_recipe_refuses_unless_forced(tiny_teacher_dir, tm
     with pytest.raises(KeyboardInterrupt):
         Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(die_after=52), collate).train()
     changed = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, threads=2)  # threads may change
-    with pytest.raises(MiniMoEError, match=r"recipe changed \(train.lr: 0.002 -> 0.001; train.weight_decay: 0.01 -> 0.1\)"):
+    with pytest.raises(
+        MiniMoEError, match=r"recipe changed \(train.lr: 0.002 -> 0.001; train.weight_decay: 0.01 -> 0.1\)"
+    ):
         Trainer(changed, objective(tiny_teacher_dir), RandomIds(), collate).train()
     forced = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, force_resume=True)
     assert Trainer(forced, objective(tiny_teacher_dir), RandomIds(), collate).train().resumed_from == 4
@@ -227,7 +229,7 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tiny_teacher_dir,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
     monkeypatch.setattr(trainer.accelerator, "save_state", disk_full_at_step_8)
-    with pytest.raises(MiniMoEError, match="step-8 \\(No space left on device\\); the last good checkpoint .*step-4 is intact"):
+    with pytest.raises(MiniMoEError, match=r"step-8 \(No space left on device\); the last good checkpoint .*step-4 is"):
         trainer.train()
     assert [p.name for p in checkpoints(tmp_path)] == ["step-4"]
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))

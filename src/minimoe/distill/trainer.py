@@ -241,10 +241,11 @@ class Trainer:
         old = saved.get("recipe")
         if old is None:  # a checkpoint from before recipes were stored
             return
-        changed = sorted(k for k in old.keys() | self.recipe.keys() if k not in RESUMABLE and old.get(k) != self.recipe.get(k))
+        new = self.recipe
+        changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE and old.get(k) != new.get(k))
         if not changed:
             return
-        diff = "; ".join(f"{k}: {old.get(k)!r} -> {self.recipe.get(k)!r}" for k in changed)
+        diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         if not self.cfg.force_resume:
             raise MiniMoEError(
                 f"cannot resume from {ckpt}: the recipe changed ({diff}); rerun with the original recipe, "
@@ -355,9 +356,10 @@ class Trainer:
                     self.save_checkpoint()
                 if self.stop_requested():
                     self.save_checkpoint()
+                    by = self.stop_signal or "a signal to another process"
                     raise Stopped(
-                        f"stopped by {self.stop_signal or 'a signal to another process'} at step {self.step}: checkpoint saved in "
-                        f"{latest_checkpoint(self.out)}; rerun with --train.resume to continue"
+                        f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}; "
+                        f"rerun with --train.resume to continue"
                     )
                 if self.step >= self.total_steps:
                     break
