@@ -215,8 +215,8 @@ def test_cached_kd_logits_stay_with_their_examples_when_batches_are_shuffled(
     model = BertForSequenceClassification.from_pretrained(teacher).eval()
     train_batches = [s for s in seen if s[2] is not None]
     first_ids = [int(ids[i, 1]) for ids, _, _ in train_batches for i in range(len(ids))]
-    encoded_order = [int(f["input_ids"][1]) for f in encode_task(load_task(get_task("sst2"), tmp_path, "train"),
-                                                                  AutoTokenizer.from_pretrained(teacher), 128).features]  # fmt: skip
+    in_file_order = encode_task(load_task(get_task("sst2"), tmp_path, "train"), AutoTokenizer.from_pretrained(teacher))
+    encoded_order = [int(f["input_ids"][1]) for f in in_file_order.features]
     assert len(first_ids) == 20 and first_ids != encoded_order  # really shuffled
     for ids, mask, cached in train_batches:
         with torch.no_grad():

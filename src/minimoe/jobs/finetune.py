@@ -55,6 +55,17 @@ class FinetuneConfig:
         )
     )
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.kd_alpha <= 1:
+            raise MiniMoEError(f"kd_alpha must be between 0 and 1, got {self.kd_alpha}")
+        if not self.kd_temperature > 0:
+            raise MiniMoEError(f"kd_temperature must be positive, got {self.kd_temperature}")
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) < 0:
+                raise MiniMoEError(f"{name} must not be negative, got {getattr(self, name)}")
+
 
 def _subsample(examples: list, limit: int) -> list:
     """A fixed (seed 0) random subset, the same for every run and seed, or all examples."""
