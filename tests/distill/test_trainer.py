@@ -235,3 +235,19 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tiny_teacher_dir,
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     result = Trainer(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds(), collate).train()
     assert result.resumed_from == 4 and result.steps == 12
+
+
+def test_model_and_batches_follow_the_accelerator_device(tiny_teacher_dir, tmp_path, monkeypatch):
+    # On a CPU-only machine every device is the CPU, so this guards the wiring (prepare moves both);
+    # tests/distill/test_teacher_cache.py checks the teacher paths against a stand-in device.
+    obj, seen = objective(tiny_teacher_dir), []
+    real_forward = type(obj).forward
+
+    def spy(self, **batch):
+        seen.append({t.device for t in batch.values()} | {p.device for p in self.parameters()})
+        return real_forward(self, **batch)
+
+    monkeypatch.setattr(type(obj), "forward", spy)
+    trainer = Trainer(config(tmp_path, max_steps=2, save_every=0), obj, RandomIds(), collate)
+    trainer.train()
+    assert seen and all(devices == {trainer.accelerator.device} for devices in seen)
