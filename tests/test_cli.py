@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from minimoe.cli import main
 
@@ -31,23 +33,6 @@ DISTILL = [
     "--train.threads",
     "1",
 ]
-
-
-@pytest.fixture
-def task_dir(tmp_path):
-    """A movie-sentiment-style task (sentence<TAB>label) in the tiny teacher's vocabulary."""
-    rows = [
-        "the film was new and known",
-        "the game was large",
-        "people found the album",
-        "the team played music",
-        "a river in the north",
-        "school and war",
-    ]
-    lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
-    for split in ("train", "dev"):
-        (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return tmp_path
 
 
 def distill(teacher, corpus, out, *extra):
@@ -90,23 +75,32 @@ def test_distill_then_finetune_with_kd(tiny_teacher_dir, tiny_corpus, task_dir, 
         "1",
     ]
     assert main(["finetune", "--model", str(tiny_teacher_dir), "--train.output_dir", str(tmp_path / "t"), *common]) == 0
-    assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(student),
-                "--teacher",
-                str(tmp_path / "t" / "best"),
-                "--train.output_dir",
-                str(tmp_path / "s"),
-                *common,
-            ]
+
+    def student_run(name, *kd):
+        assert (
+            main(["finetune", "--model", str(student), "--train.output_dir", str(tmp_path / name), *kd, *common]) == 0
         )
-        == 0
+        return load_file(tmp_path / name / "checkpoints" / "step-6" / "model.safetensors")
+
+    teacher = ["--teacher", str(tmp_path / "t" / "best")]
+    with_kd, without, kd_weight_zero = (
+        student_run("s", *teacher),
+        student_run("plain"),
+        student_run("a0", *teacher, "--kd_alpha", "0"),
     )
+    assert all(torch.equal(without[k], kd_weight_zero[k]) for k in without)  # same seed, same run: deterministic
+    assert any(not torch.allclose(without[k], with_kd[k]) for k in without)  # and KD changes what is learnt
+
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert results["kd_teacher"] and 0.0 <= results["best"]["accuracy"] <= 1.0 and results["final"]
+    assert results["kd_teacher"] and results["final"]
+    # the reported best accuracy is the saved best model's accuracy on the dev file
+    best = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s" / "best").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "s" / "best")
+    texts, labels = zip(*(line.split("\t") for line in (task_dir / "dev.tsv").read_text().splitlines()[1:]))
+    with torch.no_grad():
+        preds = best(**tokenizer(list(texts), padding=True, truncation=True, max_length=16, return_tensors="pt")).logits
+    accuracy = (preds.argmax(-1) == torch.tensor([int(label) for label in labels])).float().mean().item()
+    assert results["best"]["accuracy"] == round(accuracy, 4)
     metrics = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/accuracy" in m for m in metrics) and any("train/balance" in m for m in metrics)
     assert (tmp_path / "s" / "curves.png").stat().st_size > 1000
@@ -223,3 +217,54 @@ def test_killed_distillation_resumes_to_the_planned_steps(tiny_teacher_dir, tiny
     assert summary["steps"] == 400
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 400 and min(s for s in steps if s > killed_at) == killed_at + 1
+
+
+def test_a_second_run_on_a_busy_output_dir_is_one_line(tiny_teacher_dir, tiny_corpus, tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "run.lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")  # this test is alive
+    run = run_cli(
+        "distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--train.output_dir", tmp_path / "o"
+    )
+    assert_one_clear_line(run, f"in use by another run (pid {os.getpid()} ")
+    assert not (tmp_path / "o" / "recipe.yaml").exists()  # refused before writing anything
+
+
+def test_model_without_tokenizer_files_and_unknown_names_are_one_line(
+    tiny_teacher_dir, tiny_corpus, task_dir, tmp_path
+):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((tiny_teacher_dir / name).read_bytes())
+    run = run_cli("finetune", "--model", bare, "--task", "sst2", "--data_dir", task_dir, "--train.output_dir", tmp_path)
+    assert_one_clear_line(run, f"{bare} has no tokenizer files (one of tokenizer.json, vocab.txt")
+    assert len(run.stderr.strip().splitlines()) == 1
+    offline = {"HF_HUB_OFFLINE": "1"}
+    run = run_cli("distill", "--teacher", "no-such-teacher", "--corpus", tiny_corpus, env=offline)
+    assert_one_clear_line(run, "no-such-teacher: it is not a packaged teacher (all-MiniLM-L6-v2, all-mpnet-base-v2)")
+    assert "not a local model directory, and the hub did not provide it" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_143_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--train.output_dir", out]
+    args += ["--train.max_steps", "300", "--train.save_every", "0", "--train.log_every", "1", *DISTILL]
+    proc = subprocess.Popen([sys.executable, "-m", "minimoe", *map(str, args)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # what a scheduler sends before it kills the job
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, stderr[-2000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("minimoe: stopped by SIGTERM at step ")]
+    assert len(stopped) == 1 and "rerun with --train.resume" in stopped[0] and "Traceback" not in stderr
+    step = int(stopped[0].split("at step ")[1].split(":")[0])
+    assert (out / "checkpoints" / f"step-{step}" / "trainer_state.json").is_file() and step < 300
+    assert not (out / "run.lock").exists() and not (out / "summary.json").exists()
+    run = run_cli(*args, "--train.resume")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 300
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 301))

@@ -103,12 +103,21 @@ def test_every_flag_has_a_help_line_with_its_default(job, capsys):
         ("--train.batch_size", "0", "train.batch_size must be at least 1"),
         ("--train.lr", "-1e-4", "train.lr must be positive"),
         ("--train.warmup_ratio", "1.5", "train.warmup_ratio must be between 0 and 1"),
+        ("--student.layers", "0", "student.layers must be at least 1"),
+        ("--student.experts", "0", "student.experts must be at least 1"),
+        ("--student.dropout", "1.0", "student.dropout must be in [0, 1)"),
+        ("--max_length", "4", "max_length must be at least 8"),
+        ("--relation_dropout", "-0.1", "relation_dropout must be in [0, 1)"),
+        ("finetune --kd_alpha", "1.5", "kd_alpha must be between 0 and 1"),
+        ("finetune --kd_temperature", "0", "kd_temperature must be positive"),
+        ("finetune --max_length", "2", "max_length must be at least 8"),
     ],
 )
 def test_out_of_range_flags_are_one_line_usage_errors(flag, value, message, capsys):
     from minimoe.cli import main
 
-    assert main(["distill", f"{flag}={value}"]) == 2
+    job, _, flag = flag.rpartition(" ")
+    assert main([job or "distill", f"{flag}={value}"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 

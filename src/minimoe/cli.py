@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from minimoe.errors import MiniMoEError
+from minimoe.errors import MiniMoEError, Stopped
 from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
 
 # command -> (help, job module, its config class); each module has `run(config)`.
@@ -49,6 +49,7 @@ class Parser(argparse.ArgumentParser):
 
 def run_job(args) -> None:
     """Build the job's config from --config and flags, print it or run it, and print the summary."""
+    from minimoe.distill.trainer import end_distributed
     from minimoe.report import print_summary
 
     module = importlib.import_module(f"minimoe.jobs.{args.job_module}")
@@ -56,7 +57,10 @@ def run_job(args) -> None:
     if args.print_config:
         print(dump_recipe(cfg), end="")
         return
-    result = module.run(cfg)
+    try:
+        result = module.run(cfg)
+    finally:
+        end_distributed()  # after the job's last collective, never inside it (multi-process runs)
     if isinstance(result, dict):  # on stderr when the job's data goes to stdout (predict --output -)
         print_summary(args.command, result, sys.stderr if getattr(cfg, "output", None) == "-" else sys.stdout)
 
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except MiniMoEError as err:
         print(f"minimoe: error: {err}", file=sys.stderr)
         return 2
+    except Stopped as err:
+        print(f"minimoe: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("minimoe: interrupted; rerun with --train.resume to continue from the last checkpoint", file=sys.stderr)
         return 130

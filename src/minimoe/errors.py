@@ -3,3 +3,13 @@
 
 class MiniMoEError(ValueError):
     """A clear, user-facing error: bad input file, config/checkpoint mismatch, NaN loss, ..."""
+
+
+class Stopped(Exception):
+    """Training stopped on a signal (SIGTERM) after saving a checkpoint; the CLI exits with `exit_code`.
+
+    143 (128 + SIGTERM) is what a process killed by SIGTERM reports, so schedulers and shell chains
+    still see an unfinished job, while the message says how to resume it.
+    """
+
+    exit_code = 143

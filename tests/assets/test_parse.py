@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,11 +64,16 @@ def test_parse_movie_snippets_rejects_bad_rating():
         list(parse.parse_movie_snippets(["7\tgood\tA film.\n"], "movie.txt"))
 
 
-def test_dev_split_is_deterministic_and_about_ten_percent():
+def test_dev_split_is_pinned_the_same_in_every_process_and_about_ten_percent():
     texts = [f"review number {i}" for i in range(2000)]
-    dev = [t for t in texts if parse.is_dev(t)]
-    assert dev == [t for t in texts if parse.is_dev(t)]
+    dev = [i for i, t in enumerate(texts) if parse.is_dev(t)]
+    assert dev[:8] == [7, 11, 12, 33, 46, 52, 63, 72]  # a changed split would silently mix train and dev
     assert 150 < len(dev) < 250
+    script = "from minimoe.assets import parse; print([i for i in range(2000) if parse.is_dev(f'review number {i}')])"
+    for seed in ("1", "2"):  # str hashes differ per process unless the split uses a real digest
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip() == str(dev)
 
 
 def test_wiki_summaries_to_documents(tmp_path: Path):

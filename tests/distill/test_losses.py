@@ -173,3 +173,32 @@ def test_relation_head_projects_to_qkv_of_the_same_width(mask):
     torch.testing.assert_close(q, head.query(hidden))
     relation_kl(_qkv(TEACHER_H, 0), (q, k, v), mask, R).backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_relation_head_is_initialised_as_in_the_release():
+    torch.manual_seed(0)
+    head = RelationHead(384)
+    for linear in (head.query, head.key, head.value):
+        assert abs(linear.weight.std().item() - 0.02) < 0.001 and abs(linear.weight.mean().item()) < 0.001
+        assert torch.count_nonzero(linear.bias) == 0
+
+
+def test_relation_dropout_is_optional_and_only_in_training(tiny_teacher_dir):
+    from minimoe.distill.objectives import RelationDistillation
+    from minimoe.distill.teachers import load_teacher
+    from minimoe.jobs.distill import DistillConfig, StudentConfig, build_student
+
+    assert DistillConfig().relation_dropout == 0.0  # the paper does not drop relations; the release does
+    teacher = load_teacher(tiny_teacher_dir)
+    shape = StudentConfig(layers=1, hidden=32, heads=4, intermediate=32, dropout=0.0, router_noise=0.0)
+    ids = torch.randint(5, 60, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+
+    def loss(dropout, train=True):
+        torch.manual_seed(0)
+        objective = RelationDistillation(build_student(teacher, shape, 0), teacher, 4, -1, "head", dropout)
+        torch.manual_seed(1)
+        return objective.train(train)(ids, mask)["relation_kl"]
+
+    assert not torch.allclose(loss(0.3), loss(0.0))
+    torch.testing.assert_close(loss(0.3, train=False), loss(0.0, train=False))

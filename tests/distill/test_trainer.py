@@ -1,6 +1,15 @@
-"""The training loop: it learns, an interrupted run resumes to the same weights, NaN stops cleanly."""
+"""The training loop: it learns, an interrupted run resumes to the same weights, NaN stops cleanly, and
+faults (kills and full disks while saving, corrupt checkpoints, SIGTERM, a second run, a changed recipe)
+leave a resumable run."""
 
+import errno
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,19 +17,19 @@ from torch.utils.data import Dataset
 
 from minimoe.distill.objectives import RelationDistillation
 from minimoe.distill.teachers import load_teacher
-from minimoe.distill.trainer import TrainConfig, Trainer, latest_checkpoint, param_groups
-from minimoe.errors import MiniMoEError
+from minimoe.distill.trainer import TrainConfig, Trainer, checkpoints, latest_checkpoint, param_groups
+from minimoe.errors import MiniMoEError, Stopped
 from minimoe.jobs.distill import StudentConfig, build_student
 
 
 class RandomIds(Dataset):
     """Random token sequences with some padding; can simulate a kill after `die_after` items."""
 
-    def __init__(self, n=48, vocab=60, length=12, die_after=None):
+    def __init__(self, n=48, vocab=60, length=12, die_after=None, sigterm_after=None):
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(5, vocab, (n, length), generator=g)
         self.lengths = torch.randint(4, length + 1, (n,), generator=g)
-        self.die_after, self.served = die_after, 0
+        self.die_after, self.sigterm_after, self.served = die_after, sigterm_after, 0
 
     def __len__(self):
         return len(self.ids)
@@ -29,6 +38,8 @@ class RandomIds(Dataset):
         self.served += 1
         if self.die_after is not None and self.served > self.die_after:
             raise KeyboardInterrupt  # what a Ctrl-C or a kill mid-epoch looks like to the loop
+        if self.served == self.sigterm_after:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends before it kills the job
         mask = (torch.arange(self.ids.shape[1]) < self.lengths[i]).long()
         return {"input_ids": self.ids[i] * mask, "attention_mask": mask}
 
@@ -92,7 +103,151 @@ def test_nan_loss_is_a_clear_error(tiny_teacher_dir, tmp_path):
         Trainer(config(tmp_path), obj, RandomIds(), collate).train()
 
 
-def test_no_weight_decay_on_bias_and_layernorm(tiny_teacher_dir):
-    decay, no_decay = param_groups(objective(tiny_teacher_dir, experts=1), 0.01)
-    assert all(p.ndim >= 2 for p in decay["params"])
-    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) > 0
+PER_LAYER_NO_DECAY = [
+    "attention.query.bias",
+    "attention.key.bias",
+    "attention.value.bias",
+    "attention.dense.bias",
+    "attention.LayerNorm.weight",
+    "attention.LayerNorm.bias",
+    "ffn.b_in",  # the stacked expert biases [E, I] and [E, H]: 2-D, still biases
+    "ffn.b_out",
+    "ffn.router.bias",
+    "ffn.LayerNorm.weight",
+    "ffn.LayerNorm.bias",
+]
+
+
+def test_weight_decay_spares_exactly_the_biases_and_layernorms(tiny_teacher_dir):
+    obj = objective(tiny_teacher_dir)
+    names = {id(p): n for n, p in obj.named_parameters()}
+    decay, no_decay = param_groups(obj, 0.01)
+    expected = ["student.embeddings.LayerNorm.weight", "student.embeddings.LayerNorm.bias"]
+    expected += [f"student.encoder.layer.{i}.{n}" for i in (0, 1) for n in PER_LAYER_NO_DECAY]
+    expected += [f"relation_head.{m}.bias" for m in ("query", "key", "value")]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == sorted(expected)
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+    assert sorted(names[id(p)] for p in decay["params"]) == sorted(set(names.values()) - set(expected))
+
+
+def test_nan_first_evaluation_does_not_stay_best(tiny_teacher_dir, tmp_path):
+    scores, saved = iter([float("nan"), 0.25, 0.1]), []
+    trainer = Trainer(
+        config(tmp_path, max_steps=3, eval_every=1, save_every=0),
+        objective(tiny_teacher_dir),
+        RandomIds(),
+        collate,
+        evaluate=lambda model: {"score": next(scores)},
+        best_metric="score",
+        on_best=lambda model, metrics: saved.append(metrics["score"]),
+    )
+    assert trainer.train().best_metric == 0.25 and saved == [0.25]
+
+
+def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tiny_teacher_dir, tmp_path, monkeypatch):
+    straight = objective(tiny_teacher_dir)
+    Trainer(config(tmp_path / "a"), straight, RandomIds(), collate).train()
+
+    trainer = Trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(), collate)
+    real_save = trainer.accelerator.save_state
+
+    def killed_while_saving(path):
+        real_save(path)
+        if path.endswith("step-8"):
+            (Path(path) / "model.safetensors").write_bytes(b"half")  # the write was cut off ...
+            raise KeyboardInterrupt  # ... by a kill
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert latest_checkpoint(tmp_path / "b").name == "step-4"
+    resumed = objective(tiny_teacher_dir)
+    result = Trainer(config(tmp_path / "b", resume=True), resumed, RandomIds(), collate).train()
+    assert result.resumed_from == 4 and result.steps == 12
+    assert not list((tmp_path / "b" / "checkpoints").glob(".tmp-*"))  # the half-written one is cleaned up
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_teacher_dir, tmp_path, capsys):
+    straight = objective(tiny_teacher_dir)
+    Trainer(config(tmp_path / "a"), straight, RandomIds(), collate).train()
+    with pytest.raises(KeyboardInterrupt):  # dies in step 11, after the step-8 checkpoint
+        Trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(die_after=84), collate).train()
+    assert [p.name for p in checkpoints(tmp_path / "b")] == ["step-8", "step-4"]
+    weights = tmp_path / "b" / "checkpoints" / "step-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated by a failing disk
+    resumed = objective(tiny_teacher_dir)
+    result = Trainer(config(tmp_path / "b", resume=True), resumed, RandomIds(), collate).train()
+    assert "step-8" in capsys.readouterr().out.split("unreadable")[0] and result.resumed_from == 4
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tiny_teacher_dir, tmp_path):
+    trainer = Trainer(config(tmp_path, save_every=0), objective(tiny_teacher_dir), RandomIds(sigterm_after=20), collate)
+    with pytest.raises(Stopped, match="stopped by SIGTERM at step 2: checkpoint saved in .*step-2"):
+        trainer.train()  # item 20 is read during step 2 (the loader reads one batch of 8 ahead)
+    assert latest_checkpoint(tmp_path).name == "step-2" and not (tmp_path / "run.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    assert Trainer(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds(), collate).train().steps == 12
+
+
+def test_a_second_run_on_one_output_dir_refuses_and_a_dead_ones_lock_is_taken_over(tiny_teacher_dir, tmp_path, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (tmp_path / "run.lock").write_text(f"{other.pid} {socket.gethostname()}\n")
+    try:
+        with pytest.raises(MiniMoEError, match=f"in use by another run \\(pid {other.pid} "):
+            Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(), collate)
+    finally:
+        other.kill()
+        other.wait()
+    Trainer(config(tmp_path, max_steps=2), objective(tiny_teacher_dir), RandomIds(), collate).train()
+    assert f"taking over the stale lock {tmp_path / 'run.lock'} (pid {other.pid} has ended)" in capsys.readouterr().err
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_resume_with_a_changed_recipe_refuses_unless_forced(tiny_teacher_dir, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(die_after=52), collate).train()
+    changed = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, threads=2)  # threads may change
+    with pytest.raises(
+        MiniMoEError, match=r"recipe changed \(train.lr: 0.002 -> 0.001; train.weight_decay: 0.01 -> 0.1\)"
+    ):
+        Trainer(changed, objective(tiny_teacher_dir), RandomIds(), collate).train()
+    forced = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, force_resume=True)
+    assert Trainer(forced, objective(tiny_teacher_dir), RandomIds(), collate).train().resumed_from == 4
+
+
+def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tiny_teacher_dir, tmp_path, monkeypatch):
+    trainer = Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(), collate)
+    real_save = trainer.accelerator.save_state
+
+    def disk_full_at_step_8(path):
+        real_save(path)
+        if path.endswith("step-8"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", disk_full_at_step_8)
+    with pytest.raises(MiniMoEError, match=r"step-8 \(No space left on device\); the last good checkpoint .*step-4 is"):
+        trainer.train()
+    assert [p.name for p in checkpoints(tmp_path)] == ["step-4"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    result = Trainer(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds(), collate).train()
+    assert result.resumed_from == 4 and result.steps == 12
+
+
+def test_model_and_batches_follow_the_accelerator_device(tiny_teacher_dir, tmp_path, monkeypatch):
+    # On a CPU-only machine every device is the CPU, so this guards the wiring (prepare moves both);
+    # tests/distill/test_teacher_cache.py checks the teacher paths against a stand-in device.
+    obj, seen = objective(tiny_teacher_dir), []
+    real_forward = type(obj).forward
+
+    def spy(self, **batch):
+        seen.append({t.device for t in batch.values()} | {p.device for p in self.parameters()})
+        return real_forward(self, **batch)
+
+    monkeypatch.setattr(type(obj), "forward", spy)
+    trainer = Trainer(config(tmp_path, max_steps=2, save_every=0), obj, RandomIds(), collate)
+    trainer.train()
+    assert seen and all(devices == {trainer.accelerator.device} for devices in seen)

@@ -115,13 +115,20 @@ def test_classification_loss_adds_weighted_aux(tiny_config, batch):
     torch.testing.assert_close(r.loss, torch.nn.functional.mse_loss(r.logits.squeeze(-1), target))
 
 
-def test_gradients_reach_router_and_every_used_expert(tiny_config, batch):
+def test_gradients_reach_the_router_through_the_gate_and_each_used_expert_only(tiny_config, batch):
     ids, mask = batch
-    model = MiniMoEForSequenceClassification(tiny_config(num_labels=2)).train()
-    model(ids, mask, labels=torch.tensor([0, 1, 1])).loss.backward()
-    ffn = model.minimoe.encoder.layer[0].ffn
-    assert ffn.router.weight.grad.abs().sum() > 0
-    assert ffn.w_in.grad.abs().sum() > 0
+    model = MiniMoEModel(tiny_config()).train()
+    out = model(ids, mask)
+    valid = mask.bool()
+    # a loss on every real token and no balance loss: the router's gradient can only come through the gate
+    (out.last_hidden_state[valid] @ torch.randn(32)).sum().backward()
+    for layer, logits in zip(model.encoder.layer, out.router_logits):
+        ffn = layer.ffn
+        used = set(logits.argmax(-1)[valid].tolist())  # padding tokens are routed too, but reach no loss
+        assert ffn.router.weight.grad.abs().sum() > 0 and len(used) > 1
+        for e in range(ffn.num_experts):
+            own = [ffn.w_in.grad[e], ffn.b_in.grad[e], ffn.w_out.grad[e], ffn.b_out.grad[e]]
+            assert all((g.abs().sum() > 0) == (e in used) for g in own), (e, used)
 
 
 def test_router_keeps_pytorch_default_init(tiny_config):

@@ -124,6 +124,20 @@ def test_forward_scales_by_chosen_probability(tiny_config):
     torch.testing.assert_close(out, expected)
 
 
+def test_training_drops_the_expert_output_then_scales_by_the_gate(tiny_config):
+    ffn = make_ffn(tiny_config, router_noise=0.0, hidden_dropout_prob=0.5).train()
+    h = torch.randn(2, 5, 32)
+    x = h.reshape(-1, 32)
+    torch.manual_seed(3)
+    out, logits = ffn(h)
+    gate, index = logits.reshape(-1, 4).softmax(-1).max(-1)
+    torch.manual_seed(3)  # the same dropout mask, drawn on the [N, H] expert output
+    keep = torch.nn.functional.dropout(torch.ones(10, 32), 0.5)
+    expected = ffn.LayerNorm(h + (naive_dispatch(ffn, x, index) * keep * gate[:, None]).view(2, 5, 32))
+    torch.testing.assert_close(out, expected)
+    assert (keep == 0).any() and not torch.allclose(out, ffn.eval()(h)[0])
+
+
 def test_single_expert_is_a_standard_bert_ffn(tiny_config):
     ffn = make_ffn(tiny_config, num_experts=1).eval()
     assert ffn.router is None

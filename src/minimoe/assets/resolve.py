@@ -7,6 +7,9 @@ from pathlib import Path
 
 from minimoe.errors import MiniMoEError
 
+# What a saved tokenizer consists of (one of them is enough): fast, WordPiece, BPE and sentencepiece files.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
 
 def looks_like_path(name: str) -> bool:
     """True for strings meant as local paths rather than hub ids like 'org/model'."""
@@ -31,11 +34,31 @@ def resolve_model(name: str | os.PathLike) -> str:
 
 
 def load_pretrained(auto_class, name: str | os.PathLike, **kwargs):
-    """`auto_class.from_pretrained` on a resolved reference; load failures become one MiniMoEError line."""
+    """`auto_class.from_pretrained` on a resolved reference; load failures become one MiniMoEError line.
+
+    A tokenizer from a local directory needs its files there (transformers would otherwise build an
+    empty vocabulary from config.json alone).
+    """
+    from transformers import AutoTokenizer
+
+    from minimoe.assets.fetch import TEACHERS
+
     resolved = resolve_model(name)
+    local = Path(resolved).is_dir()
+    if auto_class is AutoTokenizer and local and not any((Path(resolved) / f).is_file() for f in TOKENIZER_FILES):
+        raise MiniMoEError(
+            f"{name} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}): save the tokenizer next to "
+            f"the model (tokenizer.save_pretrained), or copy them from the model it was trained from"
+        )
     try:
         return auto_class.from_pretrained(resolved, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         if isinstance(err, MiniMoEError):
             raise
-        raise MiniMoEError(f"cannot load {name} with {auto_class.__name__}: {err}") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not local:
+            raise MiniMoEError(
+                f"cannot load {name}: it is not a packaged teacher ({', '.join(TEACHERS)}), not a local model "
+                f"directory, and the hub did not provide it ({first_line})"
+            ) from None
+        raise MiniMoEError(f"cannot load {name} with {auto_class.__name__}: {first_line}") from None

@@ -36,12 +36,14 @@ def relation_kl(
     student_qkv: tuple[torch.Tensor, ...] | list[torch.Tensor],
     mask: torch.Tensor,
     num_heads: int,
+    student_dropout: float = 0.0,
 ) -> torch.Tensor:
     """MiniLMv2 loss: mean over Q-Q, K-K, V-V of KL(teacher || student) per valid query row.
 
     As in the MiniMoE code, KL((p_t + eps) || (p_s + eps)) summed over keys and averaged over the
     non-padding query rows of every relation head (`batchmean` over rows). Teacher and student
     widths may differ; both are split into `num_heads` relation heads. Gradients reach the student only.
+    `student_dropout` > 0 drops student relation probabilities, as the authors' release does in training.
     """
     if len(teacher_qkv) != len(student_qkv):
         raise MiniMoEError(f"relation_kl got {len(teacher_qkv)} teacher but {len(student_qkv)} student tensors")
@@ -55,7 +57,7 @@ def relation_kl(
                 f"match the mask {tuple(mask.shape)} in batch and sequence length"
             )
         p_teacher = relations(teacher.detach(), mask, num_heads).exp() + SMOOTHING  # [B, R, T, T]
-        p_student = relations(student, mask, num_heads).exp() + SMOOTHING  # [B, R, T, T]
+        p_student = F.dropout(relations(student, mask, num_heads).exp(), student_dropout) + SMOOTHING  # [B, R, T, T]
         per_row = (p_teacher * (p_teacher.log() - p_student.log())).sum(dim=-1)  # [B, R, T]
         losses.append(per_row.masked_fill(~valid_rows, 0.0).sum() / num_rows)
     return torch.stack(losses).mean()
@@ -109,13 +111,19 @@ def logit_kd_loss(
 
 
 class RelationHead(nn.Module):
-    """The paper's extra Q/K/V projections of the student's last hidden states, used only while distilling."""
+    """The paper's extra Q/K/V projections of the student's last hidden states, used only while distilling.
 
-    def __init__(self, hidden_size: int):
+    Initialised as in the release (BERT's init): weights N(0, std), biases zero.
+    """
+
+    def __init__(self, hidden_size: int, std: float = 0.02):
         super().__init__()
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
+        for linear in (self.query, self.key, self.value):
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V projections, each [B, T, H], of hidden states [B, T, H]."""

@@ -20,14 +20,22 @@ RELATION_SOURCES = ("head", "last_layer")
 class RelationDistillation(nn.Module):
     """Task-agnostic distillation: student (+ the paper's relation head) vs the teacher's Q/K/V relations."""
 
-    def __init__(self, student: MiniMoEModel, teacher: Teacher, relation_heads: int, teacher_layer: int, source: str):
+    def __init__(
+        self,
+        student: MiniMoEModel,
+        teacher: Teacher,
+        relation_heads: int,
+        teacher_layer: int,
+        source: str,
+        relation_dropout: float = 0.0,
+    ):
         super().__init__()
         if source not in RELATION_SOURCES:
             raise MiniMoEError(f"relation_source must be one of {RELATION_SOURCES}, got {source!r}")
         self.student = student
         self.relation_head = RelationHead(student.config.hidden_size) if source == "head" else None
         object.__setattr__(self, "teacher", teacher)
-        self.relation_heads, self.teacher_layer = relation_heads, teacher_layer
+        self.relation_heads, self.teacher_layer, self.relation_dropout = relation_heads, teacher_layer, relation_dropout
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, teacher_qkv=None) -> dict[str, torch.Tensor]:
         """One batch -> losses; `teacher_qkv` [B, T, 3, H] comes from the teacher cache when one is used."""
@@ -38,7 +46,8 @@ class RelationDistillation(nn.Module):
             t_qkv = teacher_qkv.float().unbind(dim=2)  # 3 x [B, T, H]
         out = self.student(input_ids, attention_mask, token_type_ids, output_qkv=self.relation_head is None)
         s_qkv = out.qkv[-1] if self.relation_head is None else self.relation_head(out.last_hidden_state)
-        rel = relation_kl(t_qkv, s_qkv, attention_mask, self.relation_heads)  # each qkv [B, T, H]
+        dropout = self.relation_dropout if self.training else 0.0
+        rel = relation_kl(t_qkv, s_qkv, attention_mask, self.relation_heads, dropout)  # each qkv [B, T, H]
         losses = {
             "loss": with_balance_loss(rel, out.aux_loss, self.student.config.router_aux_loss_coef),
             "relation_kl": rel,

@@ -1,8 +1,9 @@
-"""Teacher Q/K/V computed once per corpus and memory-mapped, for runs that distil many students.
+"""Teacher outputs computed once and reused: Q/K/V for distillation, logits for fine-tuning with KD.
 
-The teacher is frozen and in eval mode, so its relation inputs depend only on the sequence: caching
-them makes every further student cost only its own forward and backward (the teacher dominates a
-small student's step). Stored as float16 [tokens, 3, H] with per-sequence offsets.
+The teacher is frozen and in eval mode, so its outputs depend only on the sequence: caching them
+makes every further student cost only its own forward and backward (the teacher dominates a small
+student's step). Q/K/V are stored as float16 [tokens, 3, H] with per-sequence offsets (memory-mapped),
+KD logits as float32 [N, C]. The teacher runs on its (accelerator's) device; results come back via `.cpu()`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from minimoe.assets.cache import content_key, weights_stamp
+from minimoe.assets.cache import cache_dir, content_key, weights_stamp
+from minimoe.assets.resolve import load_pretrained
+from minimoe.data.encode import TaskDataset
 from minimoe.distill.teachers import Teacher
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_path
@@ -40,6 +45,17 @@ def packed_qkv(teacher: Teacher, input_ids, attention_mask, token_type_ids=None,
     return torch.stack((q, k, v), dim=2).to(torch.float16)
 
 
+def check_right_padded(attention_mask: torch.Tensor) -> None:
+    """The caches store each sequence's first `length` positions: refuse batches padded on the left."""
+    lengths = attention_mask.sum(dim=1, keepdim=True)  # [B, 1]
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # [T]
+    if not torch.equal(attention_mask.bool(), positions < lengths):
+        raise MiniMoEError(
+            "the teacher cache needs right padding, but the tokenizer pads on the left (padding_side='left'): "
+            "set padding_side to 'right' in its tokenizer_config.json, or run without --cache_teacher"
+        )
+
+
 @torch.no_grad()
 def build_teacher_cache(
     teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int = 64
@@ -56,10 +72,12 @@ def build_teacher_cache(
             tmp / "qkv.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), 3, teacher.hidden_size)
         )
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
-        row = 0
+        device, row = teacher.device, 0
         for batch in tqdm(loader, desc="teacher Q/K/V cache", unit="batch"):
+            check_right_padded(batch["attention_mask"])
+            batch = {k: v.to(device) for k, v in batch.items()}
             qkv = packed_qkv(teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer)
-            for seq in qkv:
+            for seq in qkv.cpu():  # [T, 3, H]
                 store[offsets[row] : offsets[row + 1]] = seq[: lengths[row]].numpy()
                 row += 1
         store.flush()
@@ -94,6 +112,7 @@ def cached_collate(pad_collate):
     def collate(items: list[dict]) -> dict:
         qkv = [torch.from_numpy(it.pop("teacher_qkv")) for it in items]
         batch = pad_collate(items)
+        check_right_padded(batch["attention_mask"])
         T = batch["input_ids"].shape[1]
         padded = qkv[0].new_zeros(len(qkv), T, *qkv[0].shape[1:])  # [B, T, 3, H] (right padding)
         for i, x in enumerate(qkv):
@@ -102,3 +121,58 @@ def cached_collate(pad_collate):
         return batch
 
     return collate
+
+
+def check_same_tokenizer(student_tok, teacher_tok, teacher: str) -> None:
+    """KD feeds the teacher the student's token ids, so both must share one vocabulary."""
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise MiniMoEError(
+            f"KD teacher {teacher} uses a different tokenizer ({len(teacher_tok)} tokens) than the student "
+            f"({len(student_tok)} tokens): distil the student from this teacher's family, or drop --teacher"
+        )
+
+
+def check_teacher_labels(teacher: str, labels: tuple[str, ...] | None) -> None:
+    """The KD teacher's outputs must be the task's labels, same names in the same order (regression: one)."""
+    config = load_pretrained(AutoConfig, teacher)
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    if (labels is None and config.num_labels != 1) or (labels is not None and names != list(labels)):
+        expected = "one regression output" if labels is None else f"labels {list(labels)}"
+        raise MiniMoEError(
+            f"KD teacher {teacher} predicts {names} (its config's id2label), the task needs {expected} in this "
+            f"order: fine-tune the teacher on this task first (minimoe finetune --model TEACHER --task ...)"
+        )
+
+
+@torch.no_grad()
+def teacher_logits(
+    teacher: str, labels: tuple[str, ...] | None, data: TaskDataset, collate, batch_size: int, accelerator: Accelerator
+) -> torch.Tensor:
+    """Logits [N, C] of a fine-tuned teacher on the (tokenised) training set, cached on disk by content.
+
+    Runs on the accelerator's device in its precision; refuses a teacher whose classification head is
+    not in its checkpoint (transformers would initialise it at random) or whose labels differ.
+    """
+    check_teacher_labels(teacher, labels)
+    precision = accelerator.mixed_precision
+    digest = content_key(weights_stamp(teacher), precision, [f["input_ids"] for f in data.features])
+    path = cache_dir() / "teacher-logits" / f"{digest}.pt"
+    if path.is_file():
+        return torch.load(path)
+    model, info = load_pretrained(AutoModelForSequenceClassification, teacher, output_loading_info=True)
+    if info["missing_keys"]:
+        raise MiniMoEError(
+            f"KD teacher {teacher} has no fine-tuned classification head ({', '.join(sorted(info['missing_keys']))} "
+            f"missing from its checkpoint, so they would be random): fine-tune it on the task first"
+        )
+    model = model.to(accelerator.device).eval()
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    chunks = []
+    for batch in loader:
+        inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+        with accelerator.autocast():
+            chunks.append(model(**inputs).logits.float().cpu())  # [b, C]
+    logits = torch.cat(chunks)  # [N, C]
+    with atomic_path(path) as tmp:
+        torch.save(logits, tmp)
+    return logits

@@ -82,6 +82,11 @@ class Teacher(nn.Module):
         return self.model.config
 
     @property
+    def device(self) -> torch.device:
+        """Where the teacher's weights live; its inputs must be moved there."""
+        return next(self.model.parameters()).device
+
+    @property
     def model_type(self) -> str:
         return self.config.model_type
 

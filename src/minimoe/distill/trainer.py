@@ -3,6 +3,11 @@
 Both jobs (task-agnostic distillation and fine-tuning) hand it an `nn.Module` whose forward takes a
 batch and returns a dict with "loss" (and any scalars to log). Frozen teachers live outside that module,
 so they are never wrapped for distributed training nor saved in checkpoints.
+
+A run owns its output_dir through a lock file (a second run on it refuses), keeps the recipe in every
+checkpoint (a resume with another recipe refuses unless forced), falls back to the previous checkpoint
+when the newest is unreadable, and on SIGTERM saves a checkpoint and stops (the CLI exits with 143).
+The process group outlives `train()`: the job tears it down after its own last collective.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,10 +30,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from minimoe.errors import MiniMoEError
+from minimoe.errors import MiniMoEError, Stopped
+from minimoe.files import acquire_lock, release_lock
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+LOCK_FILE = "run.lock"
+BIAS_NAMES = ("bias", "b_in", "b_out")  # parameter names of bias vectors (b_in/b_out: the stacked expert biases)
+# Recipe fields a resume may change: they do not change what is trained.
+RESUMABLE = {"train.resume", "train.force_resume", "train.output_dir", "train.threads", "train.log_every"}
+RESUMABLE |= {"train.save_every", "train.keep_checkpoints"}
 
 
 @dataclass
@@ -49,6 +62,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     eval_every: int = 0  # optimizer steps between evaluations; 0 = once per epoch (fine-tuning) / never (distillation)
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    force_resume: bool = False  # resume even if the recipe differs from the checkpoint's (the differences are printed)
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
 
     def __post_init__(self) -> None:
@@ -80,23 +94,28 @@ class TrainResult:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on weight matrices, none on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    """AdamW groups as in the paper: decay on weights and embeddings, none on biases (by name, stacked
+    expert biases included) and LayerNorm parameters (by module type)."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:  # tied weights appear under several modules
+                continue
+            seen.add(id(p))
+            (no_decay if isinstance(module, nn.LayerNorm) or name in BIAS_NAMES else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> Accelerator:
-    """An Accelerator for this run: TensorBoard under output_dir, seedable (resumable) data order.
+    """An Accelerator for this run (TensorBoard under output_dir, seedable data order), and the run's lock.
 
-    `find_unused_parameters` is for objectives that leave some weights off the loss path under DDP.
+    The main process takes output_dir's lock file here, before the job writes anything there; the
+    trainer releases it when training ends. `find_unused_parameters` is for objectives that leave some
+    weights off the loss path under DDP.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return Accelerator(
+    accelerator = Accelerator(
         # With no GPU, accelerate only joins a multi-process (gloo) group when told it runs on CPU.
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
@@ -109,13 +128,27 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
+    if accelerator.is_main_process:
+        acquire_lock(Path(cfg.output_dir) / LOCK_FILE)
+    return accelerator
+
+
+def end_distributed() -> None:
+    """Tear down the process group of a multi-process run, once the job's last collective has run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, newest first (only fully written ones carry their state file)."""
+    root = Path(output_dir) / CHECKPOINTS
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]), reverse=True)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (only fully written ones carry their state file)."""
-    root = Path(output_dir) / CHECKPOINTS
-    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    """The newest complete checkpoint, or None."""
+    return next(iter(checkpoints(output_dir)), None)
 
 
 class Trainer:
@@ -139,6 +172,7 @@ class Trainer:
     ):
         self.cfg = cfg
         self.accelerator = accelerator or make_accelerator(cfg)
+        self.recipe = _flat(run_config or {"train": asdict(cfg)})
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
@@ -160,15 +194,18 @@ class Trainer:
             optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
         )
         self.scheduler = self.accelerator.prepare(scheduler)
-        self.step, self.best = 0, None
+        self.step, self.best, self.stop_signal = 0, None, None
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.accelerator.init_trackers("run", config=_flat(run_config or {}))
+        self.accelerator.init_trackers("run", config=self.recipe)
         self.metrics_file = self.out / "metrics.jsonl"
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write step-N atomically (temp dir, then rename) and prune old ones; a kill never corrupts."""
+        """Write step-N atomically (temp dir, then rename) and prune old ones.
+
+        A kill or a failed write (disk full) leaves the previous checkpoints as they were.
+        """
         acc = self.accelerator
         root = self.out / CHECKPOINTS
         final, tmp = root / f"step-{self.step}", root / f".tmp-step-{self.step}"
@@ -176,31 +213,76 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps({"step": self.step, "best": self.best}))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            done = sorted((p for p in root.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
-            for old in done[: -self.cfg.keep_checkpoints]:
+        try:
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                state = {"step": self.step, "best": self.best, "recipe": self.recipe}
+                (tmp / STATE_FILE).write_text(json.dumps(state))
+                old = root / f".old-step-{self.step}"
+                if final.exists():  # the same step saved again (a resume that had nothing left to do)
+                    final.rename(old)
+                tmp.rename(final)
                 shutil.rmtree(old, ignore_errors=True)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            last = latest_checkpoint(self.out)
+            kept = f"the last good checkpoint {last} is intact" if last else "there is no earlier checkpoint"
+            raise MiniMoEError(
+                f"could not write checkpoint {final} ({err.strerror or err}); {kept}: free space, then rerun "
+                f"with --train.resume"
+            ) from None
+        if acc.is_main_process:
+            for stale in [*root.glob(".tmp-step-*"), *checkpoints(self.out)[self.cfg.keep_checkpoints :]]:
+                shutil.rmtree(stale, ignore_errors=True)
         acc.wait_for_everyone()
 
+    def check_recipe(self, ckpt: Path, saved: dict) -> None:
+        """Refuse to resume a checkpoint written under another recipe (unless forced), naming the fields."""
+        old = saved.get("recipe")
+        if old is None:  # a checkpoint from before recipes were stored
+            return
+        new = self.recipe
+        changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE and old.get(k) != new.get(k))
+        if not changed:
+            return
+        diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        if not self.cfg.force_resume:
+            raise MiniMoEError(
+                f"cannot resume from {ckpt}: the recipe changed ({diff}); rerun with the original recipe, "
+                f"or pass --train.force_resume to continue anyway"
+            )
+        self.accelerator.print(f"resuming from {ckpt} with a changed recipe (forced): {diff}")
+
     def maybe_resume(self) -> int:
-        """Load the newest complete checkpoint when resuming; returns the step it holds (0 = fresh)."""
+        """Load the newest readable checkpoint when resuming; returns the step it holds (0 = fresh).
+
+        An unreadable checkpoint (truncated or corrupt files) is reported and the previous one used.
+        """
         if not self.cfg.resume:
             return 0
-        ckpt = latest_checkpoint(self.out)
-        if ckpt is None:
+        found = checkpoints(self.out)
+        if not found:
             self.accelerator.print(f"no checkpoint under {self.out / CHECKPOINTS}; starting fresh")
             return 0
-        try:
-            self.accelerator.load_state(str(ckpt))
-        except Exception as err:  # a checkpoint from another recipe: say so instead of a state-dict dump
-            raise MiniMoEError(f"cannot resume from {ckpt}: it does not fit this run's model/recipe ({err})") from None
-        state = json.loads((ckpt / STATE_FILE).read_text())
-        self.step, self.best = state["step"], state["best"]
-        return self.step
+        first_error = None
+        for i, ckpt in enumerate(found):
+            try:
+                state = json.loads((ckpt / STATE_FILE).read_text())
+                if i == 0:
+                    self.check_recipe(ckpt, state)
+                self.accelerator.load_state(str(ckpt))
+            except MiniMoEError:
+                raise
+            except Exception as err:  # noqa: BLE001  (torch, safetensors and json each raise their own)
+                first_error = first_error or err
+                fallback = f"falling back to {found[i + 1].name}" if i + 1 < len(found) else "no older checkpoint left"
+                self.accelerator.print(f"checkpoint {ckpt} is unreadable ({type(err).__name__}: {err}); {fallback}")
+                continue
+            self.step, self.best = state["step"], state["best"]
+            return self.step
+        raise MiniMoEError(
+            f"cannot resume from {found[0]}: no checkpoint fits this run's model/recipe ({first_error})"
+        ) from None
 
     # ---- logging -----------------------------------------------------------------------------
     def log(self, metrics: dict) -> None:
@@ -218,9 +300,10 @@ class Trainer:
         metrics = self.evaluate(self.model)
         self.model.train()
         self.log({f"eval/{k}": v for k, v in metrics.items()})
-        if self.best_metric and metrics.get(self.best_metric) is not None:
-            if self.best is None or metrics[self.best_metric] > self.best:
-                self.best = metrics[self.best_metric]
+        value = metrics.get(self.best_metric) if self.best_metric else None
+        if value is not None and math.isfinite(value):  # a NaN (e.g. constant predictions) is never best
+            if self.best is None or not math.isfinite(self.best) or value > self.best:
+                self.best = value
                 if self.on_best is not None and self.accelerator.is_main_process:
                     self.on_best(self.accelerator.unwrap_model(self.model), metrics)
                 self.accelerator.wait_for_everyone()
@@ -271,26 +354,58 @@ class Trainer:
                     self.run_eval()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step != self.total_steps:
                     self.save_checkpoint()
+                if self.stop_requested():
+                    self.save_checkpoint()
+                    by = self.stop_signal or "a signal to another process"
+                    raise Stopped(
+                        f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}; "
+                        f"rerun with --train.resume to continue"
+                    )
                 if self.step >= self.total_steps:
                     break
         return last
 
+    # ---- stopping on a signal -----------------------------------------------------------------
+    def on_signal(self, signum: int, frame) -> None:
+        """SIGTERM handler: ask the loop to checkpoint and stop at the end of the current step."""
+        self.stop_signal = signal.Signals(signum).name
+
+    def stop_requested(self) -> bool:
+        """Whether any process got a stop signal (all processes agree, so they checkpoint together)."""
+        if self.accelerator.num_processes == 1:
+            return self.stop_signal is not None
+        flag = torch.tensor([float(self.stop_signal is not None)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
     def train(self) -> TrainResult:
-        """Resume if asked, run the loop under a progress bar, evaluate and checkpoint at the end."""
+        """Resume if asked, run the loop under a progress bar, evaluate and checkpoint at the end.
+
+        SIGTERM (sent by schedulers before a kill) is handled from the main thread only: it checkpoints
+        and raises `Stopped`. The lock on output_dir is released when this returns or raises.
+        """
         acc, start = self.accelerator, time.time()
-        resumed = self.maybe_resume()
-        with tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            disable=not acc.is_local_main_process,
-            dynamic_ncols=True,
-        ) as bar:
-            last = self.loop(bar)
-        final = {f"eval/{k}": v for k, v in self.run_eval().items()}
-        self.save_checkpoint()
-        acc.end_training()
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self.on_signal) if in_main_thread else None
+        try:
+            resumed = self.maybe_resume()
+            with tqdm(
+                total=self.total_steps,
+                initial=self.step,
+                desc="train",
+                unit="step",
+                disable=not acc.is_local_main_process,
+                dynamic_ncols=True,
+            ) as bar:
+                last = self.loop(bar)
+            final = {f"eval/{k}": v for k, v in self.run_eval().items()}
+            self.save_checkpoint()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+            for tracker in acc.trackers:  # flush TensorBoard; the process group stays up for the job
+                tracker.finish()
+            if acc.is_main_process:
+                release_lock(self.out / LOCK_FILE)
         return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
 
 

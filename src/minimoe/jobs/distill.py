@@ -45,6 +45,16 @@ class StudentConfig:
         "moefy"  # moefy (experts split from one random dense FFN, as the paper) | independent (each drawn alone)
     )
 
+    def __post_init__(self) -> None:
+        for name in ("layers", "hidden", "experts"):
+            if getattr(self, name) < 1:
+                raise MiniMoEError(f"student.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("heads", "intermediate", "router_noise", "router_aux_loss_coef"):
+            if getattr(self, name) < 0:
+                raise MiniMoEError(f"student.{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise MiniMoEError(f"student.dropout must be in [0, 1), got {self.dropout}")
+
 
 @dataclass
 class DistillConfig:
@@ -57,12 +67,23 @@ class DistillConfig:
     teacher_layer: int = -1  # teacher layer whose Q/K/V relations are distilled (-1 = last)
     relation_heads: int = 32  # relation heads: the largest divisor of both widths not above this
     relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
+    relation_dropout: float = 0.0  # dropout on the student's relation probabilities (the release's; not in the paper)
     cache_teacher: bool = False  # run the teacher once over the corpus and reuse its Q/K/V (many students)
     inspect_sequences: int = (
         256  # corpus segment pairs the end-of-run expert diagnostics route (inspect.json/png); 0 = none
     )
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/distill"))
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
+        if self.relation_heads < 1:
+            raise MiniMoEError(f"relation_heads must be at least 1, got {self.relation_heads}")
+        if self.max_sequences < 0:
+            raise MiniMoEError(f"max_sequences must not be negative, got {self.max_sequences}")
+        if not 0 <= self.relation_dropout < 1:
+            raise MiniMoEError(f"relation_dropout must be in [0, 1), got {self.relation_dropout}")
 
 
 EXPERT_INITS = ("moefy", "independent")
@@ -124,7 +145,9 @@ def run(cfg: DistillConfig) -> dict:
     check_tokenizer(tokenizer, teacher)
     student = build_student(teacher, cfg.student, cfg.train.seed)
     heads = choose_relation_heads(teacher.hidden_size, student.config.hidden_size, cfg.relation_heads)
-    objective = RelationDistillation(student, teacher, heads, cfg.teacher_layer, cfg.relation_source)
+    objective = RelationDistillation(
+        student, teacher, heads, cfg.teacher_layer, cfg.relation_source, cfg.relation_dropout
+    )
 
     accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
     teacher.to(accelerator.device)

@@ -1,7 +1,7 @@
 """`minimoe finetune`: fine-tune a student (or a teacher) on a task, with optional logit KD.
 
-KD teacher logits are computed once per training example and cached on disk, so the teacher never runs
-inside the training loop and several students can share one pass.
+KD teacher logits are computed once per training example and cached on disk (distill/teacher_cache.py),
+so the teacher never runs inside the training loop and several students can share one pass.
 """
 
 from __future__ import annotations
@@ -10,21 +10,19 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
-from minimoe.assets.cache import cache_dir, content_key, weights_stamp
 from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.card import CardInfo, read_card_meta
 from minimoe.data.encode import TaskDataset, encode_task, pad_collator
 from minimoe.data.tasks import TaskSpec
 from minimoe.distill.objectives import TaskObjective
+from minimoe.distill.teacher_cache import check_same_tokenizer, teacher_logits
 from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
-from minimoe.files import atomic_path, atomic_write_text, save_model
+from minimoe.files import atomic_write_text, save_model
 from minimoe.jobs.evaluate import eval_splits, make_evaluator, read_split, resolve_task, subsample
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
@@ -55,6 +53,17 @@ class FinetuneConfig:
         )
     )
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.kd_alpha <= 1:
+            raise MiniMoEError(f"kd_alpha must be between 0 and 1, got {self.kd_alpha}")
+        if not self.kd_temperature > 0:
+            raise MiniMoEError(f"kd_temperature must be positive, got {self.kd_temperature}")
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) < 0:
+                raise MiniMoEError(f"{name} must not be negative, got {getattr(self, name)}")
+
 
 def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, dict[str, list]]:
     """The task spec, its train examples and each evaluation split's (MNLI: matched and mismatched)."""
@@ -77,30 +86,6 @@ def load_task_model(path: str, spec: TaskSpec) -> nn.Module:
         id2label=dict(enumerate(spec.names)),
         label2id={label: i for i, label in enumerate(spec.names)},
     )
-
-
-def check_same_tokenizer(student_tok, teacher_tok, teacher: str) -> None:
-    """KD feeds the teacher the student's token ids, so both must share one vocabulary."""
-    if student_tok.get_vocab() != teacher_tok.get_vocab():
-        raise MiniMoEError(
-            f"KD teacher {teacher} uses a different tokenizer ({len(teacher_tok)} tokens) than the student "
-            f"({len(student_tok)} tokens): distil the student from this teacher's family, or drop --teacher"
-        )
-
-
-@torch.no_grad()
-def teacher_logits(teacher: str, data: TaskDataset, collate, batch_size: int) -> torch.Tensor:
-    """Logits [N, C] of a fine-tuned teacher on the (tokenised) training set, cached on disk by content."""
-    digest = content_key(weights_stamp(teacher), [f["input_ids"] for f in data.features])
-    path = cache_dir() / "teacher-logits" / f"{digest}.pt"
-    if path.is_file():
-        return torch.load(path)
-    model = load_pretrained(AutoModelForSequenceClassification, teacher).eval()
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    logits = torch.cat([model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in loader])
-    with atomic_path(path) as tmp:
-        torch.save(logits, tmp)
-    return logits
 
 
 def finetune_card(cfg: FinetuneConfig, model_path: str, spec: TaskSpec) -> CardInfo:
@@ -132,7 +117,8 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.teacher:
         check_same_tokenizer(tokenizer, load_pretrained(AutoTokenizer, cfg.teacher), cfg.teacher)
         with accelerator.main_process_first():
-            logits = teacher_logits(cfg.teacher, train_data, collate, cfg.train.batch_size * 2)
+            names = None if spec.labels is None else spec.names  # what a teacher fine-tuned here saved as id2label
+            logits = teacher_logits(cfg.teacher, names, train_data, collate, cfg.train.batch_size * 2, accelerator)
         if logits.shape != (len(train_data), spec.num_labels):
             raise MiniMoEError(
                 f"KD teacher {cfg.teacher} gives {logits.shape[1]} outputs; task {spec.name} has {spec.num_labels}"

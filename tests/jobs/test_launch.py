@@ -1,0 +1,63 @@
+"""The real commands under `accelerate launch` with two CPU (gloo) processes: they exit 0, save their
+artefacts, and two processes train the same student as one process on the same global batch."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minimoe.cli import main
+
+from ..conftest import WORDS
+
+# Deterministic across processes: no router noise or dropout (each rank draws its own), no balance loss
+# and sequences of one length (both are averaged per process, as in Switch and MiniLMv2), so 2 x 4
+# sequences per step equal 1 x 8.
+STUDENT = ["--student.layers", "1", "--student.hidden", "32", "--student.heads", "4", "--student.intermediate", "32"]
+STUDENT += ["--student.router_noise", "0", "--student.dropout", "0", "--student.router_aux_loss_coef", "0"]
+FLAGS = ["--max_length", "24", "--relation_heads", "4", "--train.max_steps", "3", "--train.log_every", "1"]
+FLAGS += ["--train.lr", "1e-3", "--train.warmup_ratio", "0", "--train.threads", "1", "--train.seed", "3"]
+
+
+def launch(*args) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes 2 -m minimoe ARGS` (gloo on a CPU-only machine)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "minimoe"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_two_process_distill_and_finetune_exit_zero_and_match_one_process(tiny_teacher_dir, task_dir, tmp_path):
+    rng = random.Random(0)  # sentences longer than max_length: every sequence is cut to exactly 24 tokens
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(30)) + " ." for _ in range(40)))
+    common = ["--teacher", str(tiny_teacher_dir), "--corpus", str(corpus), *STUDENT, *FLAGS]
+    run = launch("distill", *common, "--train.batch_size", "4", "--train.output_dir", tmp_path / "two")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "error" not in run.stderr.lower()
+    two = tmp_path / "two"
+    assert (two / "summary.json").is_file() and (two / "recipe.yaml").is_file()
+    assert [json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+    # the same global batch in one process
+    assert main(["distill", *common, "--train.batch_size", "8", "--train.output_dir", str(tmp_path / "one")]) == 0
+    a = load_file(two / "student" / "model.safetensors")
+    b = load_file(tmp_path / "one" / "student" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
+
+    # fine-tuning with KD from a fine-tuned teacher, in two processes
+    task = ["--task", "sst2", "--data_dir", str(task_dir), "--max_length", "16", "--train.threads", "1"]
+    task += ["--train.epochs", "1", "--train.batch_size", "4"]
+    assert main(["finetune", "--model", str(tiny_teacher_dir), "--train.output_dir", str(tmp_path / "t"), *task]) == 0
+    kd = ["--model", two / "student", "--teacher", tmp_path / "t" / "best", "--train.output_dir", tmp_path / "s"]
+    run = launch("finetune", *kd, *task)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert results["kd_teacher"] and results["dev_examples"] == 24 and "accuracy" in results["best"]
+    assert (tmp_path / "s" / "best" / "model.safetensors").is_file()
+    assert not (tmp_path / "s" / "run.lock").exists() and not (two / "run.lock").exists()
