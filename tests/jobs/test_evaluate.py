@@ -90,3 +90,18 @@ def test_finetune_string_labels_then_evaluate_and_predict(save_classifier, tmp_p
 def test_a_model_without_a_trained_head_is_refused(tiny_teacher_dir, capsys):
     assert main(["predict", "--model", str(tiny_teacher_dir), "--input", "x.txt"]) == 2
     assert "has no classification head" in capsys.readouterr().err
+
+
+def test_integer_ratings_are_classes_unless_regression_is_asked(tmp_path):
+    from minimoe.errors import MiniMoEError
+    from minimoe.jobs.evaluate import resolve_task
+
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("text,stars\n" + "".join(f"{s},{i % 5 + 1}\n" for i, s in enumerate(SENTENCES * 3)))
+    files, columns = {"train": str(ratings), "dev": str(ratings)}, (["text"], "stars")
+    spec, _ = resolve_task("", "", files, *columns, None)
+    assert spec.labels == ("1", "2", "3", "4", "5") and spec.name == "ratings"
+    spec, _ = resolve_task("", "", files, *columns, None, regression=True)
+    assert spec.labels is None and spec.metrics == ("pearson", "spearman")
+    with pytest.raises(MiniMoEError, match="regression task"):
+        resolve_task("", "", files, *columns, ["1", "2"], regression=True)

@@ -67,16 +67,20 @@ def resolve_task(
     text_columns: list[str],
     label_column: str,
     labels: list[str] | tuple[str, ...] | None,
+    regression: bool = False,
 ) -> tuple[TaskSpec, str]:
     """The task spec and where its splits are read from: a directory, "/" (your files' absolute paths) or "hub".
 
     Your files make a custom task named `task` (or after the first file, never a registered task's name);
-    without `labels` its label set is read from the first file (sorted; fractional numbers = regression).
+    without `labels` its label set is read from the first file (sorted; fractional numbers = regression);
+    `regression` makes its labels scores whatever they look like (integer ratings).
     """
     if files:
         first = next(iter(files.values()))
         spec = custom_task(task or custom_task_name(first), files, text_columns, label_column, None)
-        found = tuple(labels) if labels else read_labels(spec, next(iter(files)))
+        if regression and labels:
+            raise MiniMoEError(f"labels {list(labels)} were given for a regression task: drop --labels or --regression")
+        found = None if regression else tuple(labels) if labels else read_labels(spec, next(iter(files)))
         return custom_task(spec.name, files, text_columns, label_column, found), "/"
     if not task:
         raise MiniMoEError("name a --task (a GLUE or packaged task) or give your own files (--train_file/--dev_file)")
@@ -173,7 +177,8 @@ def run(cfg: EvaluateConfig) -> dict:
     model, tokenizer = load_classifier(cfg.model)
     files = {split: path for split, path in (("dev", cfg.dev_file), ("test", cfg.test_file)) if path}
     labels = cfg.labels or (model_labels(model.config) if files else None)
-    spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, labels)
+    regression = model.config.num_labels == 1  # a regression model scores numbers, integer or not
+    spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, labels, regression)
     check_labels(spec, model.config, cfg.model)
 
     examples = {split: subsample(read_split(spec, where, split), cfg.max_eval_examples) for split in eval_splits(spec)}

@@ -40,6 +40,7 @@ class FinetuneConfig:
     text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of your files
     label_column: str = "label"  # the label column of your files
     labels: list[str] = field(default_factory=list)  # label values of your files, in id order; empty = read them
+    regression: bool = False  # your files' labels are scores to predict (e.g. 1-5 ratings), not classes
     teacher: str = ""  # a fine-tuned teacher directory for logit KD; empty = no KD
     kd_alpha: float = 0.5  # weight of the KD loss (the rest is the task loss)
     kd_temperature: float = 1.0  # softmax temperature of the KD loss
@@ -68,7 +69,9 @@ class FinetuneConfig:
 def load_splits(cfg: FinetuneConfig) -> tuple[TaskSpec, list, dict[str, list]]:
     """The task spec, its train examples and each evaluation split's (MNLI: matched and mismatched)."""
     files = {"train": cfg.train_file, "dev": cfg.dev_file or cfg.train_file} if cfg.train_file else {}
-    spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, cfg.labels)
+    spec, where = resolve_task(
+        cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, cfg.labels, cfg.regression
+    )
     train = subsample(read_split(spec, where, "train"), cfg.max_train_examples)
     dev = {split: subsample(read_split(spec, where, split), cfg.max_eval_examples) for split in eval_splits(spec)}
     return spec, train, dev
