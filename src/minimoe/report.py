@@ -48,6 +48,16 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def save_figure(fig, png: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write and close a matplotlib figure; returns the PNG's path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    return Path(png)
+
+
 def plot_curves(metrics_path: str | Path, png: str | Path, keys: tuple[str, ...] = ("train/loss",)) -> Path:
     """Training curves from metrics.jsonl as a PNG, one panel per metric present."""
     import matplotlib
@@ -65,10 +75,7 @@ def plot_curves(metrics_path: str | Path, png: str | Path, keys: tuple[str, ...]
         ax.set_title(key)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return Path(png)
+    return save_figure(fig, png, dpi=120)
 
 
 def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path:
@@ -108,10 +115,7 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return Path(png)
+    return save_figure(fig, png, dpi=120)
 
 
 def plot_expert_diagnostics(report: dict, png: str | Path) -> Path:
@@ -154,10 +158,7 @@ def plot_expert_diagnostics(report: dict, png: str | Path) -> Path:
         ax_heat.axvline(boundary - 0.5, color="w", lw=1)
     ax_heat.set_title(f"token -> expert (share of its occurrences; {E} experts per layer)")
     fig.colorbar(image, ax=ax_heat, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return Path(png)
+    return save_figure(fig, png, dpi=110)
 
 
 def plot_curve_panels(panels: dict[str, dict[str, list[list]]], png: str | Path, ylabel: str, xlabel: str) -> Path:
@@ -184,7 +185,4 @@ def plot_curve_panels(panels: dict[str, dict[str, list[list]]], png: str | Path,
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return Path(png)
+    return save_figure(fig, png, dpi=110)

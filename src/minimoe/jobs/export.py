@@ -10,6 +10,7 @@ the exported model runs on inputs of another batch and sequence length than trac
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,19 @@ from minimoe.files import atomic_path
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FORMATS = ("onnx", "pt2")
 EXPORT_DISPATCH = ("masked", "dense")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporter's and the quantiser's advisories (skipped torchvision ops, "run pre-processing"):
+    warnings and log records below ERROR, for the block only."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 @dataclass
@@ -98,8 +112,7 @@ def export_program(model: nn.Module, dispatch: str = "masked") -> torch.export.E
 def export_onnx(model: nn.Module, path: Path, dispatch: str = "masked", opset: int = 18) -> None:
     """`model` as an ONNX file through the dynamo exporter, dynamic batch and sequence axes."""
     wrapped = Exportable(model.eval())
-    with export_dispatch(model, dispatch), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with export_dispatch(model, dispatch), torch.no_grad(), quiet():
         program = torch.onnx.export(
             wrapped,
             example_inputs(model, 2, 8),
@@ -154,8 +167,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     gemm_as_matmul_(model.graph)
     routers = [n.name for n in model.graph.node if n.op_type == "MatMul" and ".router." in n.input[1]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         quantize_dynamic(
             model,
             dst,
