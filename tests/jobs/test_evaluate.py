@@ -105,3 +105,36 @@ def test_integer_ratings_are_classes_unless_regression_is_asked(tmp_path):
     assert spec.labels is None and spec.metrics == ("pearson", "spearman")
     with pytest.raises(MiniMoEError, match="regression task"):
         resolve_task("", "", files, *columns, ["1", "2"], regression=True)
+
+
+@pytest.mark.slow
+def test_an_onnx_export_scores_as_the_model_and_a_bare_encoder_is_refused(save_classifier, mnli_dir, tmp_path, capsys):
+    """`evaluate --onnx`: the export runs in onnxruntime with the model directory's tokenizer and labels."""
+    model = save_classifier(list(NLI))
+    args = ["evaluate", "--model", str(model), "--task", "mnli", "--data_dir", str(mnli_dir)]
+    scores = {}
+    for name, extra in (("torch", []), ("onnx", ["--onnx", str(tmp_path / "m.onnx")])):
+        if extra:
+            assert main(["export", "--model", str(model), "--output", extra[1]]) == 0
+        assert main([*args, *extra, "--output", str(tmp_path / f"{name}.json")]) == 0
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["onnx"]["onnx"] == str(tmp_path / "m.onnx")
+    for key in ("accuracy", "accuracy_mismatched"):
+        assert scores["onnx"][key] == scores["torch"][key]
+
+    encoder = tmp_path / "encoder.onnx"
+    assert main(["export", "--model", str(tiny_bare_encoder(model, tmp_path)), "--output", str(encoder)]) == 0
+    capsys.readouterr()
+    assert main([*args, "--onnx", str(encoder)]) == 2
+    assert "is not a classifier export" in capsys.readouterr().err
+    assert main([*args, "--onnx", str(tmp_path / "missing.onnx")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def tiny_bare_encoder(classifier_dir, tmp_path):
+    """The classifier's encoder alone, saved (an export of it outputs hidden states, not logits)."""
+    from minimoe.modeling import MiniMoEForSequenceClassification
+
+    path = tmp_path / "encoder"
+    MiniMoEForSequenceClassification.from_pretrained(classifier_dir).minimoe.save_pretrained(path)
+    return path

@@ -53,6 +53,7 @@ class EvaluateConfig:
     max_eval_examples: int = 0  # a fixed random subset of each split; 0 = all
     batch_size: int = 64  # sequences per forward pass
     output: str = "eval_results.json"  # the metrics JSON file written
+    onnx: str = ""  # score this ONNX export of the model (minimoe export, e.g. --int8) in onnxruntime instead
 
 
 def subsample(examples: list, limit: int) -> list:
@@ -170,6 +171,26 @@ def load_classifier(name: str):
     return load_pretrained(AutoModelForSequenceClassification, path), load_pretrained(AutoTokenizer, path)
 
 
+def onnx_classifier(path: str):
+    """model(**batch) -> {"logits": [B, C]} for an ONNX export of the classifier, run in onnxruntime.
+
+    The model directory still supplies the tokenizer and the label names; the export's outputs must be logits.
+    """
+    from minimoe.jobs.export import onnx_session, run_onnx
+
+    if not Path(path).is_file():
+        raise MiniMoEError(f"--onnx {path}: no such file (write one with minimoe export)")
+    session = onnx_session(path)
+    if [o.name for o in session.get_outputs()] != ["logits"]:
+        raise MiniMoEError(f"--onnx {path} is not a classifier export (its output is not logits)")
+
+    def forward(input_ids, attention_mask, token_type_ids=None, **_):
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        return {"logits": run_onnx(session, (input_ids, attention_mask, token_type_ids))}
+
+    return forward
+
+
 def run(cfg: EvaluateConfig) -> dict:
     """Score the model on every evaluation split; write the metrics JSON, print a table, return the summary."""
     if not cfg.model:
@@ -183,14 +204,19 @@ def run(cfg: EvaluateConfig) -> dict:
 
     examples = {split: subsample(read_split(spec, where, split), cfg.max_eval_examples) for split in eval_splits(spec)}
     data = {split: encode_task(ex, tokenizer, cfg.max_length) for split, ex in examples.items()}
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=bool(cfg.onnx))  # onnxruntime reads host tensors
     evaluate = make_evaluator(accelerator, spec, data, pad_collator(tokenizer), cfg.batch_size)
-    with eval_mode(model.to(accelerator.device)):
-        metrics = {k: round(v, 4) for k, v in evaluate(model).items()}
+    if cfg.onnx:
+        metrics = evaluate(onnx_classifier(cfg.onnx))
+    else:
+        with eval_mode(model.to(accelerator.device)):
+            metrics = evaluate(model)
+    metrics = {k: round(v, 4) for k, v in metrics.items()}
 
     names = [*spec.metrics, "score"]  # what TaskSpec.score returns
     rows = [[split, len(examples[split])] + [metrics[split_key(m, split)] for m in names] for split in examples]
     print(markdown_rows(["split", "examples", *names], rows))
     summary = {"model": cfg.model, "task": spec.name, "examples": {s: len(e) for s, e in examples.items()}, **metrics}
+    summary |= {"onnx": cfg.onnx} if cfg.onnx else {}
     atomic_write_text(cfg.output, json.dumps(summary, indent=2))
     return summary | {"output": cfg.output}

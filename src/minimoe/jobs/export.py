@@ -10,6 +10,7 @@ the exported model runs on inputs of another batch and sequence length than trac
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import warnings
 from collections.abc import Iterator
@@ -26,6 +27,14 @@ from minimoe.files import atomic_path
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FORMATS = ("onnx", "pt2")
 EXPORT_DISPATCH = ("masked", "dense")
+
+
+def export_extra(module: str):
+    """Import one of the `export` extra's packages (onnx, onnxruntime, onnxscript), or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MiniMoEError(f"{module} is not installed: pip install 'minimoe[export]'") from err
 
 
 @contextlib.contextmanager
@@ -111,6 +120,7 @@ def export_program(model: nn.Module, dispatch: str = "masked") -> torch.export.E
 
 def export_onnx(model: nn.Module, path: Path, dispatch: str = "masked", opset: int = 18) -> None:
     """`model` as an ONNX file through the dynamo exporter, dynamic batch and sequence axes."""
+    export_extra("onnxscript")  # the dynamo exporter's dependency
     wrapped = Exportable(model.eval())
     with export_dispatch(model, dispatch), torch.no_grad(), quiet():
         program = torch.onnx.export(
@@ -158,13 +168,30 @@ def gemm_as_matmul_(graph) -> int:
     return rewritten
 
 
+def fold_constants(src: Path, dst: Path) -> None:
+    """onnxruntime's basic (hardware-independent, ONNX-ops-only) graph optimisations, saved: constant folding
+    turns each expert's Slice + Squeeze of the stacked weights into a weight of its own, which the quantiser
+    needs (it only quantises a MatMul whose weight is an initializer). The exporter folds only small tensors."""
+    ort = export_extra("onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation of the expert and attention linears (weights int8 per output channel, activations
     per call). The routers stay fp32: int8 noise there flips near-tie tokens to another expert."""
-    import onnx
+    onnx = export_extra("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src))
+    folded = src.with_name(src.name + ".folded.onnx")
+    try:
+        fold_constants(src, folded)
+        model = onnx.load(str(folded))
+    finally:
+        folded.unlink(missing_ok=True)
     gemm_as_matmul_(model.graph)
     routers = [n.name for n in model.graph.node if n.op_type == "MatMul" and ".router." in n.input[1]]
     with quiet():
@@ -184,8 +211,7 @@ def onnx_session(path: str | Path, threads: int = 0, spin: bool = True):
     spin=False stops its idle threads busy-waiting after each call, which would steal the cores of whatever runs
     next in the process (e.g. PyTorch, interleaved with it in the benchmark).
     """
-    import onnxruntime as ort
-
+    ort = export_extra("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
