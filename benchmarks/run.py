@@ -105,7 +105,7 @@ def display_path(path: Path) -> str:
 
 def collect_targets(ratios: list[dict], bf16: list[dict], scaling: dict, training: dict) -> list[dict]:
     """Every target with its value: balanced-router latency ratios (stock malloc, fp32 and bf16), FLOPs ratio per
-    shape, layer E=max / E=1, the training step."""
+    shape, layer E=max / E=1, the distillation and fine-tuning steps."""
     targets = [
         {
             "name": f"MoE/dense latency {r['shape']} batch {r['batch']}{suffix}",
@@ -144,6 +144,15 @@ def collect_targets(ratios: list[dict], bf16: list[dict], scaling: dict, trainin
             "met": step <= TARGETS["train_step"],
         }
     )
+    targets += [
+        {
+            "name": f"MoE/dense fine-tuning step {f['batch']}x{f['seq']}",
+            "value": f["moe_over_dense_step"],
+            "target": TARGETS["train_step"],
+            "met": f["moe_over_dense_step"] <= TARGETS["train_step"],
+        }
+        for f in training["finetune"]
+    ]
     return targets
 
 

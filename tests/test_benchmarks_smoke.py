@@ -93,6 +93,7 @@ def test_smoke_json_has_every_section(smoke_run):
     }
     names = {t["name"] for t in perf["targets"]}  # checked on stock malloc, fp32 and bf16, and the training step
     assert any(n.endswith(" bf16") for n in names) and any("distillation step" in n for n in names)
+    assert "MoE/dense fine-tuning step 4x8" in names
 
     exported = perf["export"]
     runtimes = {(r["kind"], r["runtime"]) for r in exported["rows"]}
@@ -115,6 +116,8 @@ def test_smoke_json_has_every_section(smoke_run):
     training = perf["training"]
     assert {"tokens_per_s_fp32", "tokens_per_s_bf16", "teacher_share_fp32", "bf16_over_fp32_step"} <= set(training)
     assert 0 < training["teacher_share_fp32"] < 1.5
+    assert [(f["batch"], f["seq"]) for f in training["finetune"]] == [(4, 8)]
+    assert positive(training["finetune"][0]["moe_over_dense_step"])
 
     dispatch = perf["dispatch"]
     assert {r["variant"] for r in dispatch["rows"]} == {

@@ -34,6 +34,7 @@ class Preset:
     repeats_dispatch: int = 10
     train_shape: tuple[int, int, int] = (4, 192, 4)  # layers, hidden, experts
     train_tokens: tuple[int, int] = (32, 64)
+    finetune_seqs: tuple[int, ...] = (32, 64)  # fine-tuning step at batch train_tokens[0] x these (short sentences)
     repeats_train: int = 8
     threads: int = 2
     profile_iters: int = 5
@@ -62,6 +63,7 @@ SMOKE = Preset(
     repeats_dispatch=2,
     train_shape=(1, 64, 2),
     train_tokens=(4, 16),
+    finetune_seqs=(8,),
     repeats_train=2,
     threads=1,
     profile_iters=1,

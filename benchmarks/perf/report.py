@@ -423,7 +423,7 @@ def doc_scaling(sc: dict, rel: dict[str, str]) -> list[str]:
 
 def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
     out = [
-        "## Training: task-agnostic distillation step",
+        "## Training: distillation and fine-tuning steps",
         "",
         f"One optimizer step of `RelationDistillation` (teacher `{tr['teacher']}`, real weights, loaded as "
         f"`minimoe distill` loads it: {tr['teacher_attention']}; student {tr['student']} with the relation head; "
@@ -431,7 +431,9 @@ def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
         'malloc. bf16 = `torch.autocast("cpu", dtype=torch.bfloat16)` around the forward (teacher included), '
         "as accelerate's `mixed_precision=bf16` does. *teacher cached* = the step fed the teacher's Q/K/V as "
         "`--cache_teacher` does (float16 [B, T, 3, H], computed once per corpus), so the teacher does not run. "
-        "The student is freshly initialised (random-init routers), as at the start of distillation.",
+        "The student is freshly initialised (random-init routers), as at the start of distillation. "
+        "*fine-tune step* = one `minimoe finetune` step of a 3-way classifier of the same shape (cross-entropy + "
+        "balance loss, AdamW, grad clip 1.0) at short-sentence lengths, in the same interleaved group.",
         "",
     ]
     out += [
@@ -452,6 +454,13 @@ def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
                 ["bf16 / fp32 teacher time", f"{tr['bf16_over_fp32_teacher']:.3f}"],
                 ["teacher sdpa / eager time", f"{tr['sdpa_over_eager_teacher']:.3f}"],
                 ["MoE / dense student step time (fp32)", f"{tr['moe_over_dense_step']:.3f}"],
+                *[
+                    [
+                        f"MoE / dense fine-tuning step time, {f['batch']}x{f['seq']} (fp32)",
+                        f"{f['moe_over_dense_step']:.3f}",
+                    ]
+                    for f in tr.get("finetune", [])
+                ],
             ],
         ),
         "",

@@ -1,6 +1,6 @@
 """Training: throughput of one task-agnostic distillation step from the real all-MiniLM-L6-v2 teacher, the
 share of the step spent in the teacher, teacher Q/K/V live vs cached (`--cache_teacher`), fp32 vs bf16
-autocast, eager vs SDPA teacher attention."""
+autocast, eager vs SDPA teacher attention; and one fine-tuning step (classifier, short sentences), MoE vs dense."""
 
 from __future__ import annotations
 
@@ -13,6 +13,41 @@ from timing import interleaved, median_ms, paired_ratio
 
 from .models import random_ids, shape_name
 from .presets import MINILM, Preset, log
+
+
+def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
+    """One `minimoe finetune` step (TaskObjective: cross-entropy + balance loss, AdamW, grad clip 1.0) of a
+    3-way classifier, MoE and dense of the training shape, at batch train_tokens[0] x each finetune_seqs."""
+    from minimoe.distill.objectives import TaskObjective
+    from minimoe.distill.trainer import param_groups
+    from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
+
+    L, H, E = p.train_shape
+    B = p.train_tokens[0]
+    cases = {}
+    for experts in (E, 1):
+        torch.manual_seed(0)
+        config = MiniMoEConfig.for_student(L, H, experts, vocab_size=vocab_size, num_labels=3)
+        objective = TaskObjective(MiniMoEForSequenceClassification(config), False, 0.0, 1.0).train()
+        optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=2e-4)
+        for T in p.finetune_seqs:
+            ids = random_ids(vocab_size, B, T, seed=4)
+            labels = torch.arange(B) % 3
+
+            def run(objective=objective, optimizer=optimizer, ids=ids, labels=labels) -> None:
+                loss = objective(labels, input_ids=ids, attention_mask=torch.ones_like(ids))["loss"]
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            cases[finetune_case(L, H, experts, B, T)] = run
+    return cases
+
+
+def finetune_case(layers: int, hidden: int, experts: int, batch: int, seq: int) -> str:
+    kind = "dense" if experts == 1 else f"E={experts}"
+    return f"fine-tune step {shape_name(layers, hidden)} {kind} {batch}x{seq}"
 
 
 def bench_training(p: Preset) -> dict:
@@ -76,6 +111,7 @@ def bench_training(p: Preset) -> dict:
         "teacher.qkv fp32 (eager)": teacher_fn(teacher, False),
         "teacher.qkv bf16 (eager)": teacher_fn(teacher, True),
         "teacher.qkv fp32 (sdpa)": teacher_fn(teacher_sdpa, False),
+        **finetune_cases(p, teacher.vocab_size),
     }
     log(f"  {len(cases)} cases at {B}x{T} x {p.repeats_train} interleaved repeats ...")
     times, _ = interleaved(cases, p.repeats_train, warmup=2)
@@ -104,4 +140,14 @@ def bench_training(p: Preset) -> dict:
         "bf16_over_fp32_teacher": paired_ratio(times["teacher.qkv bf16 (eager)"], times["teacher.qkv fp32 (eager)"]),
         "sdpa_over_eager_teacher": paired_ratio(times["teacher.qkv fp32 (sdpa)"], times["teacher.qkv fp32 (eager)"]),
         "moe_over_dense_step": paired_ratio(s32, times[f"step {shape_name(L, H)} dense fp32"]),
+        "finetune": [
+            {
+                "batch": B,
+                "seq": T,
+                "moe_over_dense_step": paired_ratio(
+                    times[finetune_case(L, H, E, B, T)], times[finetune_case(L, H, 1, B, T)]
+                ),
+            }
+            for T in p.finetune_seqs
+        ],
     }
