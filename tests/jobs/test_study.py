@@ -5,7 +5,14 @@ import json
 import pytest
 
 from minimoe.errors import MiniMoEError
-from minimoe.jobs.study import StudyConfig, paired_differences, parse_size, parse_variants, run_tag
+from minimoe.jobs.study import (
+    StudyConfig,
+    final_train_loss,
+    paired_differences,
+    parse_size,
+    parse_variants,
+    run_tag,
+)
 from minimoe.jobs.study import run as run_study
 
 
@@ -26,12 +33,21 @@ def test_variants_name_only_the_knobs_that_matter_to_each_student():
 
 def test_paired_differences_are_per_seed():
     def kind(experts, scores):
-        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2} for s, v in scores.items()}
+        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2, "train loss": v / 100} for s, v in scores.items()}
         return {"teacher": "t", "variant": "", "size": "1L-32H", "experts": experts, "per_seed": per_seed}
 
     (row,) = paired_differences([kind(1, {1: 60.0, 2: 70.0, 3: 65.0}), kind(4, {1: 61.0, 2: 73.0})], ["a"])
     assert row["average diff"] == 2.0 and row["average diff sd"] == pytest.approx(1.41421, rel=1e-4)
     assert row["seeds"] == 2 and row["average diffs"] == "+1.00 +3.00" and row["distill KL diff"] == 0.0
+    assert row["train loss diff"] == pytest.approx(0.02)
+
+
+def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):
+    records = [{"step": i, "train/loss": 9.0, "train/task_loss": float(i)} for i in range(1, 21)]
+    records.insert(5, {"step": 5, "eval/accuracy": 0.5})  # eval records carry no training loss
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert final_train_loss(tmp_path) == 19.5  # the last 2 of 20 logged losses, not train/loss
+    assert final_train_loss(tmp_path / "absent") != final_train_loss(tmp_path / "absent")  # nan
 
 
 @pytest.mark.parametrize(
@@ -86,6 +102,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     assert [r["model"] for r in rows] == models  # the variant's dense student is the base one, run once
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
     assert "distill KL" not in rows[0] and all(0 < r["distill KL"] < 10 for r in rows[1:])
+    assert all(0 < r["train loss"] < 10 for r in rows[1:])
     assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(
         rows[1]["paper GMACs"], rel=0.01
     )

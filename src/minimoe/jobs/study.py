@@ -86,6 +86,13 @@ def final_relation_kl(distill_dir: Path) -> float:
     return curve[-1][1] if curve else float("nan")
 
 
+def final_train_loss(run_dir: Path, fraction: float = 0.1) -> float:
+    """Mean fine-tuning task loss over the last 10% of logged steps: how closely the model fits its training set
+    (a model that scores lower with a higher loss underfits; with a lower loss, it overfits)."""
+    losses = [m["train/task_loss"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/task_loss" in m]
+    return statistics.mean(losses[-max(1, int(len(losses) * fraction)) :]) if losses else float("nan")
+
+
 def expert_usage(distill_dir: Path) -> dict:
     """The student's mean router top probability and forced-expert change over layers (its inspect.json)."""
     path = distill_dir / "inspect.json"
@@ -156,7 +163,7 @@ def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
         seeds = [s for s in moe["per_seed"] if s in dense["per_seed"]]
         row = {"teacher": moe["teacher"], "variant": moe["variant"] or "base", "size": moe["size"]}
         row["pair"] = f"E={moe['experts']} - dense"
-        for key in [*tasks, "average", "distill KL"]:
+        for key in [*tasks, "average", "distill KL", "train loss"]:
             diffs = [moe["per_seed"][s][key] - dense["per_seed"][s][key] for s in seeds]
             row[f"{key} diff"] = statistics.mean(diffs)
             row[f"{key} diff sd"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
@@ -262,14 +269,15 @@ class Study:
         per_seed, curves, best = {}, [], ""
         for seed in self.cfg.seeds:
             student = self.distill(teacher, size, experts, seed, settings)
-            scores = {}
+            scores, losses = {}, []
             for task in self.cfg.tasks:
                 name = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}/finetune"
                 result = self.finetune(str(student), name, task, seed, teacher_dir[task])
                 scores[task], best = 100 * result["best"]["score"], result["best_dir"]
+                losses.append(final_train_loss(self.out / f"{name}-{task}"))
             scores["average"] = statistics.mean(scores[t] for t in self.cfg.tasks)
             per_seed[seed] = scores | {"distill KL": final_relation_kl(student.parent)}
-            per_seed[seed] |= expert_usage(student.parent)
+            per_seed[seed] |= {"train loss": statistics.mean(losses)} | expert_usage(student.parent)
             curves.append(relation_kl_curve(student.parent))
         return {"per_seed": per_seed, "curves": curves, "best_dir": best, "tag": run_tag(settings, experts)}
 
@@ -301,7 +309,7 @@ class Study:
                         scores = {t: [s[t] for s in seeds] for t in self.cfg.tasks}
                         extra = {
                             k: statistics.mean(s[k] for s in seeds)
-                            for k in ("distill KL", "router top p", "forced change")
+                            for k in ("distill KL", "train loss", "router top p", "forced change")
                             if all(k in s for s in seeds)
                         }
                         rows.append(self.row(teacher, runs[-1]["label"], scores, run["best_dir"]) | extra)
@@ -331,13 +339,13 @@ class Study:
         """study.md (the table and the paired differences), study.json, score_vs_flops.png and kl_curves.png."""
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
-        columns += ["distill KL", "router top p", "forced change"]
+        columns += ["distill KL", "train loss", "router top p", "forced change"]
         spread = len(self.cfg.seeds) > 1  # std columns only when there is a spread to show
         columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")[: 1 + spread]]
         columns += ["average", "average sd"][: 1 + spread] + ["% of teacher", "seeds"]
         pair_columns = ["teacher", "variant", "size", "pair"]
         pair_columns += [c for k in [*self.cfg.tasks, "average"] for c in (f"{k} diff", f"{k} diff sd")]
-        pair_columns += ["average diffs", "distill KL diff", "seeds"]
+        pair_columns += ["average diffs", "distill KL diff", "train loss diff", "seeds"]
         table = markdown_table(rows, columns)
         if paired:
             table += "\n\nPaired by seed (MiniMoE - dense, points; sd over seeds):\n\n"
