@@ -215,6 +215,7 @@ class Trainer:
         acc.wait_for_everyone()
         try:
             acc.save_state(str(tmp))
+            acc.wait_for_everyone()  # every rank's files (its RNG state) are in tmp before the rename
             if acc.is_main_process:
                 state = {"step": self.step, "best": self.best, "recipe": self.recipe}
                 (tmp / STATE_FILE).write_text(json.dumps(state))
