@@ -187,7 +187,8 @@ class Study:
         self.cfg, self.out = cfg, Path(cfg.output_dir)
 
     def train_config(self, name: str, **kw) -> TrainConfig:
-        return TrainConfig(output_dir=str(self.out / name), batch_size=32, log_every=10, **kw)
+        """A stage's training settings; resume=True continues a stage stopped mid-way (SIGTERM, a kill)."""
+        return TrainConfig(output_dir=str(self.out / name), batch_size=32, log_every=10, resume=True, **kw)
 
     def distill(self, teacher: str, size: str, experts: int, seed: int, settings: dict) -> Path:
         """Task-agnostic distillation of one student (ablation knobs in `settings`); returns its directory."""
