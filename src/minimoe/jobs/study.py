@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification
 
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.resolve import load_pretrained
-from minimoe.distill.trainer import TrainConfig
+from minimoe.distill.trainer import TrainConfig, checkpoints
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
@@ -187,8 +187,9 @@ class Study:
         self.cfg, self.out = cfg, Path(cfg.output_dir)
 
     def train_config(self, name: str, **kw) -> TrainConfig:
-        """A stage's training settings; resume=True continues a stage stopped mid-way (SIGTERM, a kill)."""
-        return TrainConfig(output_dir=str(self.out / name), batch_size=32, log_every=10, resume=True, **kw)
+        """A stage's training settings; a stage stopped mid-way (SIGTERM, a kill) resumes from its last checkpoint."""
+        out = self.out / name
+        return TrainConfig(output_dir=str(out), batch_size=32, log_every=10, resume=bool(checkpoints(out)), **kw)
 
     def distill(self, teacher: str, size: str, experts: int, seed: int, settings: dict) -> Path:
         """Task-agnostic distillation of one student (ablation knobs in `settings`); returns its directory."""
