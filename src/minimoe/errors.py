@@ -5,6 +5,14 @@ class MiniMoEError(ValueError):
     """A clear, user-facing error: bad input file, config/checkpoint mismatch, NaN loss, ..."""
 
 
+class RecipeChanged(MiniMoEError):
+    """A checkpoint was written under another recipe; `diff` names the changed fields (old -> new)."""
+
+    def __init__(self, message: str, diff: str):
+        super().__init__(message)
+        self.diff = diff
+
+
 class Stopped(Exception):
     """Training stopped on a signal (SIGTERM) after saving a checkpoint; the CLI exits with `exit_code`.
 

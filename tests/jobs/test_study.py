@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from minimoe.errors import MiniMoEError
+from minimoe.errors import MiniMoEError, RecipeChanged
 from minimoe.jobs.study import (
     StudyConfig,
+    _once,
     final_train_loss,
     paired_differences,
     parse_size,
@@ -48,6 +49,18 @@ def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert final_train_loss(tmp_path) == 19.5  # the last 2 of 20 logged losses, not train/loss
     assert final_train_loss(tmp_path / "absent") != final_train_loss(tmp_path / "absent")  # nan
+
+
+def test_a_half_done_stage_from_another_recipe_names_the_stage_not_a_trainer_flag(tmp_path):
+    def stage():
+        raise RecipeChanged("cannot resume ...; pass --train.force_resume", "train.lr: 0.001 -> 0.002")
+
+    with pytest.raises(MiniMoEError, match="stage was started under another recipe") as err:
+        _once(tmp_path / "stage" / "results.json", stage)
+    assert "train.lr: 0.001 -> 0.002" in str(err.value) and "force_resume" not in str(err.value)
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "results.json").write_text('{"score": 1}')
+    assert _once(tmp_path / "stage" / "results.json", stage) == {"score": 1}  # a finished stage is not rerun
 
 
 @pytest.mark.parametrize(

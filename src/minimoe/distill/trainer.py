@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from minimoe.errors import MiniMoEError, Stopped
+from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.files import acquire_lock, release_lock
 
 CHECKPOINTS = "checkpoints"
@@ -248,9 +248,10 @@ class Trainer:
             return
         diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         if not self.cfg.force_resume:
-            raise MiniMoEError(
+            raise RecipeChanged(
                 f"cannot resume from {ckpt}: the recipe changed ({diff}); rerun with the original recipe, "
-                f"or pass --train.force_resume to continue anyway"
+                f"or pass --train.force_resume to continue anyway",
+                diff,
             )
         self.accelerator.print(f"resuming from {ckpt} with a changed recipe (forced): {diff}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
 from minimoe.assets.fetch import PACKAGED_TASKS, fetch_task
@@ -195,19 +195,24 @@ def run(cfg: EvaluateConfig) -> dict:
     """Score the model on every evaluation split; write the metrics JSON, print a table, return the summary."""
     if not cfg.model:
         raise MiniMoEError("evaluate needs --model (a fine-tuned model directory or a hub name)")
-    model, tokenizer = load_classifier(cfg.model)
+    if cfg.onnx:  # the export is the model; the directory gives the tokenizer and the label names
+        model, config = onnx_classifier(cfg.onnx), load_pretrained(AutoConfig, cfg.model)
+        tokenizer = load_pretrained(AutoTokenizer, cfg.model)
+    else:
+        model, tokenizer = load_classifier(cfg.model)
+        config = model.config
     files = {split: path for split, path in (("dev", cfg.dev_file), ("test", cfg.test_file)) if path}
-    labels = cfg.labels or (model_labels(model.config) if files else None)
-    regression = model.config.num_labels == 1  # a regression model scores numbers, integer or not
+    labels = cfg.labels or (model_labels(config) if files else None)
+    regression = config.num_labels == 1  # a regression model scores numbers, integer or not
     spec, where = resolve_task(cfg.task, cfg.data_dir, files, cfg.text_columns, cfg.label_column, labels, regression)
-    check_labels(spec, model.config, cfg.model)
+    check_labels(spec, config, cfg.model)
 
     examples = {split: subsample(read_split(spec, where, split), cfg.max_eval_examples) for split in eval_splits(spec)}
     data = {split: encode_task(ex, tokenizer, cfg.max_length) for split, ex in examples.items()}
     accelerator = Accelerator(cpu=bool(cfg.onnx))  # onnxruntime reads host tensors
     evaluate = make_evaluator(accelerator, spec, data, pad_collator(tokenizer), cfg.batch_size)
     if cfg.onnx:
-        metrics = evaluate(onnx_classifier(cfg.onnx))
+        metrics = evaluate(model)
     else:
         with eval_mode(model.to(accelerator.device)):
             metrics = evaluate(model)

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.resolve import load_pretrained
 from minimoe.distill.trainer import TrainConfig, checkpoints
-from minimoe.errors import MiniMoEError
+from minimoe.errors import MiniMoEError, RecipeChanged
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
@@ -176,8 +176,16 @@ def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
 
 
 def _once(results_file: Path, run) -> dict:
-    """Run a stage unless its results file exists."""
-    return json.loads(results_file.read_text()) if results_file.is_file() else run()
+    """Run a stage unless its results file exists; a half-done stage from another recipe is a study-level error."""
+    if results_file.is_file():
+        return json.loads(results_file.read_text())
+    try:
+        return run()
+    except RecipeChanged as e:
+        raise MiniMoEError(
+            f"{results_file.parent} was started under another recipe ({e.diff}); rerun the study with its "
+            f"original settings, or delete that directory to redo the stage"
+        ) from None
 
 
 class Study:
