@@ -118,6 +118,7 @@ def test_smoke_json_has_every_section(smoke_run):
     assert 0 < training["teacher_share_fp32"] < 1.5
     assert [(f["batch"], f["seq"]) for f in training["finetune"]] == [(4, 8)]
     assert positive(training["finetune"][0]["moe_over_dense_step"])
+    assert positive(training["finetune"][0]["moe_random_routers_over_dense_step"])
 
     dispatch = perf["dispatch"]
     assert {r["variant"] for r in dispatch["rows"]} == {

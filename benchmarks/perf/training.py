@@ -13,11 +13,13 @@ from timing import interleaved, median_ms, paired_ratio
 
 from .models import random_ids, shape_name
 from .presets import MINILM, Preset, log
+from .routing import CALIBRATION_SEED, balance_routers_
 
 
 def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
     """One `minimoe finetune` step (TaskObjective: cross-entropy + balance loss, AdamW, grad clip 1.0) of a
-    3-way classifier, MoE and dense of the training shape, at batch train_tokens[0] x each finetune_seqs."""
+    3-way classifier at batch train_tokens[0] x each finetune_seqs: dense, and MoE with balanced routers (as a
+    distilled student's, the target) and with random-init routers (uneven groups)."""
     from minimoe.distill.objectives import TaskObjective
     from minimoe.distill.trainer import param_groups
     from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
@@ -25,10 +27,14 @@ def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
     L, H, E = p.train_shape
     B = p.train_tokens[0]
     cases = {}
-    for experts in (E, 1):
+    for experts, routers in ((E, "balanced"), (E, "random"), (1, "")):
         torch.manual_seed(0)
         config = MiniMoEConfig.for_student(L, H, experts, vocab_size=vocab_size, num_labels=3)
-        objective = TaskObjective(MiniMoEForSequenceClassification(config), False, 0.0, 1.0).train()
+        model = MiniMoEForSequenceClassification(config)
+        if routers == "balanced":
+            calibration = random_ids(vocab_size, *p.balance_tokens, seed=CALIBRATION_SEED)
+            balance_routers_(model, calibration, p.balance_steps, p.balance_lr)
+        objective = TaskObjective(model, False, 0.0, 1.0).train()
         optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=2e-4)
         for T in p.finetune_seqs:
             ids = random_ids(vocab_size, B, T, seed=4)
@@ -41,12 +47,12 @@ def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            cases[finetune_case(L, H, experts, B, T)] = run
+            cases[finetune_case(L, H, experts, B, T, routers)] = run
     return cases
 
 
-def finetune_case(layers: int, hidden: int, experts: int, batch: int, seq: int) -> str:
-    kind = "dense" if experts == 1 else f"E={experts}"
+def finetune_case(layers: int, hidden: int, experts: int, batch: int, seq: int, routers: str = "") -> str:
+    kind = "dense" if experts == 1 else f"E={experts} {routers} routers"
     return f"fine-tune step {shape_name(layers, hidden)} {kind} {batch}x{seq}"
 
 
@@ -145,7 +151,10 @@ def bench_training(p: Preset) -> dict:
                 "batch": B,
                 "seq": T,
                 "moe_over_dense_step": paired_ratio(
-                    times[finetune_case(L, H, E, B, T)], times[finetune_case(L, H, 1, B, T)]
+                    times[finetune_case(L, H, E, B, T, "balanced")], times[finetune_case(L, H, 1, B, T)]
+                ),
+                "moe_random_routers_over_dense_step": paired_ratio(
+                    times[finetune_case(L, H, E, B, T, "random")], times[finetune_case(L, H, 1, B, T)]
                 ),
             }
             for T in p.finetune_seqs
