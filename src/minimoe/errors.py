@@ -21,3 +21,7 @@ class Stopped(Exception):
     """
 
     exit_code = 143
+
+    def __init__(self, detail: str, hint: str = "rerun with --train.resume to continue"):
+        super().__init__(f"{detail}; {hint}")
+        self.detail = detail

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minimoe.errors import MiniMoEError, RecipeChanged
+from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.jobs.study import (
     StudyConfig,
     _once,
@@ -61,6 +61,16 @@ def test_a_half_done_stage_from_another_recipe_names_the_stage_not_a_trainer_fla
     (tmp_path / "stage").mkdir()
     (tmp_path / "stage" / "results.json").write_text('{"score": 1}')
     assert _once(tmp_path / "stage" / "results.json", stage) == {"score": 1}  # a finished stage is not rerun
+
+
+def test_a_stopped_stage_tells_to_rerun_the_study_not_a_trainer_flag(tmp_path):
+    def stage():
+        raise Stopped("stopped by SIGTERM at step 7: checkpoint saved in ckpt/step-7")
+
+    with pytest.raises(Stopped) as err:
+        _once(tmp_path / "stage" / "results.json", stage)
+    message = str(err.value)
+    assert "step 7" in message and "rerun the same minimoe study command" in message and "--train" not in message
 
 
 @pytest.mark.parametrize(

@@ -360,8 +360,7 @@ class Trainer:
                     self.save_checkpoint()
                     by = self.stop_signal or "a signal to another process"
                     raise Stopped(
-                        f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}; "
-                        f"rerun with --train.resume to continue"
+                        f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}"
                     )
                 if self.step >= self.total_steps:
                     break

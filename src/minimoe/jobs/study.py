@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.resolve import load_pretrained
 from minimoe.distill.trainer import TrainConfig, checkpoints
-from minimoe.errors import MiniMoEError, RecipeChanged
+from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
@@ -176,11 +176,14 @@ def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
 
 
 def _once(results_file: Path, run) -> dict:
-    """Run a stage unless its results file exists; a half-done stage from another recipe is a study-level error."""
+    """Run a stage unless its results file exists. A stop or a half-done stage from another recipe gets a
+    study-level message (the trainer's names trainer flags, which `minimoe study` does not take)."""
     if results_file.is_file():
         return json.loads(results_file.read_text())
     try:
         return run()
+    except Stopped as e:
+        raise Stopped(e.detail, "rerun the same minimoe study command to continue (finished stages are kept)") from None
     except RecipeChanged as e:
         raise MiniMoEError(
             f"{results_file.parent} was started under another recipe ({e.diff}); rerun the study with its "
