@@ -1,5 +1,6 @@
 """The `minimoe` command end to end on tiny models: jobs run, bad input is one clear line, kills resume."""
 
+import importlib
 import json
 import os
 import signal
@@ -268,3 +269,20 @@ def test_sigterm_checkpoints_exits_143_and_resumes(tiny_teacher_dir, tiny_corpus
     assert json.loads((out / "summary.json").read_text())["steps"] == 300
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 301))
+
+
+@pytest.mark.parametrize(
+    "command, hint",
+    [
+        ("distill", "; rerun with --train.resume to continue from the last checkpoint"),
+        ("study", "; rerun the same command to continue (finished stages are kept)"),
+        ("evaluate", ""),  # nothing to resume: no hint naming a flag the command does not take
+    ],
+)
+def test_ctrl_c_says_how_to_go_on_for_that_command(command, hint, monkeypatch, capsys):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"minimoe.jobs.{command}"), "run", interrupted)
+    assert main([command]) == 130
+    assert capsys.readouterr().err == f"minimoe: interrupted{hint}\n"

@@ -40,6 +40,16 @@ JOBS = {
 }
 
 
+# What a user does after Ctrl-C, by command: trainer jobs resume from their last checkpoint, grids rerun
+# (finished stages are kept), the rest just start again.
+RESUME_HINTS = {
+    "distill": "rerun with --train.resume to continue from the last checkpoint",
+    "finetune": "rerun with --train.resume to continue from the last checkpoint",
+    "study": "rerun the same command to continue (finished stages are kept)",
+    "demo": "rerun the same command to continue (finished stages are kept)",
+}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (the full usage of a job runs to dozens of flags)."""
 
@@ -144,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minimoe: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("minimoe: interrupted; rerun with --train.resume to continue from the last checkpoint", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command)
+        print(f"minimoe: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001  (one line for the user; the traceback on request)
         if os.environ.get("MINIMOE_DEBUG"):

@@ -70,7 +70,7 @@ def test_a_stopped_stage_tells_to_rerun_the_study_not_a_trainer_flag(tmp_path):
     with pytest.raises(Stopped) as err:
         _once(tmp_path / "stage" / "results.json", stage)
     message = str(err.value)
-    assert "step 7" in message and "rerun the same minimoe study command" in message and "--train" not in message
+    assert "step 7" in message and "rerun the same command" in message and "--train" not in message
 
 
 @pytest.mark.parametrize(

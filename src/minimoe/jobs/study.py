@@ -183,7 +183,7 @@ def _once(results_file: Path, run) -> dict:
     try:
         return run()
     except Stopped as e:
-        raise Stopped(e.detail, "rerun the same minimoe study command to continue (finished stages are kept)") from None
+        raise Stopped(e.detail, "rerun the same command to continue (finished stages are kept)") from None
     except RecipeChanged as e:
         raise MiniMoEError(
             f"{results_file.parent} was started under another recipe ({e.diff}); rerun the study with its "
