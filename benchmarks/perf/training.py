@@ -17,11 +17,11 @@ from .routing import CALIBRATION_SEED, balance_routers_
 
 
 def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
-    """One `minimoe finetune` step (TaskObjective: cross-entropy + balance loss, AdamW, grad clip 1.0) of a
+    """One `minimoe finetune` step (TaskObjective: cross-entropy + balance loss, fused AdamW, grad clip 1.0) of a
     3-way classifier at batch train_tokens[0] x each finetune_seqs: dense, and MoE with balanced routers (as a
     distilled student's, the target) and with random-init routers (uneven groups)."""
     from minimoe.distill.objectives import TaskObjective
-    from minimoe.distill.trainer import param_groups
+    from minimoe.distill.trainer import make_optimizer
     from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
 
     L, H, E = p.train_shape
@@ -35,7 +35,7 @@ def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
             calibration = random_ids(vocab_size, *p.balance_tokens, seed=CALIBRATION_SEED)
             balance_routers_(model, calibration, p.balance_steps, p.balance_lr)
         objective = TaskObjective(model, False, 0.0, 1.0).train()
-        optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=2e-4)
+        optimizer = make_optimizer(objective, 0.01, 2e-4, torch.device("cpu"))  # as the trainer builds it
         for T in p.finetune_seqs:
             ids = random_ids(vocab_size, B, T, seed=4)
             labels = torch.arange(B) % 3
@@ -65,7 +65,7 @@ def bench_training(p: Preset) -> dict:
     from minimoe.distill.objectives import RelationDistillation
     from minimoe.distill.teacher_cache import packed_qkv
     from minimoe.distill.teachers import Teacher, load_teacher
-    from minimoe.distill.trainer import param_groups
+    from minimoe.distill.trainer import make_optimizer
     from minimoe.jobs.distill import StudentConfig, build_student
 
     path = fetch_teacher(MINILM)
@@ -80,7 +80,7 @@ def bench_training(p: Preset) -> dict:
         student = build_student(teacher, StudentConfig(layers=L, hidden=H, experts=experts), seed=0)
         heads = choose_relation_heads(teacher.hidden_size, H, 32)
         objective = RelationDistillation(student, teacher, heads, -1, "head").train()
-        optimizer = torch.optim.AdamW(param_groups(objective, 0.01), lr=1e-4)
+        optimizer = make_optimizer(objective, 0.01, 1e-4, torch.device("cpu"))
         return objective, optimizer
 
     def step_fn(objective, optimizer, bf16: bool, teacher_qkv: torch.Tensor | None = None) -> Callable[[], None]:
@@ -132,7 +132,7 @@ def bench_training(p: Preset) -> dict:
         "batch": B,
         "seq": T,
         "tokens_per_step": tokens,
-        "optimizer": "AdamW + grad clip 5.0",
+        "optimizer": "fused AdamW + grad clip 5.0",
         "rows": rows,
         "tokens_per_s_fp32": tokens / statistics.median(s32),
         "tokens_per_s_bf16": tokens / statistics.median(s16),

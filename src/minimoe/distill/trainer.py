@@ -106,6 +106,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, weight_decay: float, lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `param_groups`, fused on CPU and CUDA: one kernel over all tensors instead of a Python loop
+    over them. On CPU that makes the step ~7x faster, a fifth of a small student's fine-tuning step."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type in ("cpu", "cuda") or None)
+
+
 def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> Accelerator:
     """An Accelerator for this run (TensorBoard under output_dir, seedable data order), and the run's lock.
 
@@ -185,7 +191,7 @@ class Trainer:
             collate_fn=collate,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-        optimizer = torch.optim.AdamW(param_groups(objective, cfg.weight_decay), lr=cfg.lr)
+        optimizer = make_optimizer(objective, cfg.weight_decay, cfg.lr, self.accelerator.device)
         self.model, self.optimizer, self.loader = self.accelerator.prepare(objective, optimizer, loader)
         per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
         self.total_steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
