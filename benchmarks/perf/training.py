@@ -127,12 +127,9 @@ def bench_training(p: Preset) -> dict:
     ft_cases = finetune_cases(p, teacher.vocab_size)
     log(f"  {len(ft_cases)} fine-tuning cases x {p.repeats_train} interleaved repeats ...")
     ft_times, _ = interleaved(ft_cases, p.repeats_train, warmup=2)
+    seq_of = {k: int(k.rsplit("x", 1)[1]) for k in ft_times}  # case names end in "BxT"
     rows += [
-        {
-            "case": k,
-            "ms": median_ms(t),
-            "tokens_per_s": B * int(k.rsplit("x", 1)[1]) / (median_ms(t) / 1e3),
-        }  # "... BxT"
+        {"case": k, "ms": median_ms(t), "tokens_per_s": B * seq_of[k] / (median_ms(t) / 1e3)}
         for k, t in ft_times.items()
     ]
     times |= ft_times

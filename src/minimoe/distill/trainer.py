@@ -108,7 +108,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: nn.Module, weight_decay: float, lr: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW over `param_groups`, fused on CPU and CUDA: one kernel over all tensors instead of a Python loop
-    over them. On CPU that makes the step ~7x faster, a fifth of a small student's fine-tuning step."""
+    over them. On CPU that made the step ~7x faster; it had been over a quarter of a 4L-192H fine-tuning step."""
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type in ("cpu", "cuda") or None)
 
 
