@@ -435,9 +435,8 @@ def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
         "*fine-tune step* = one `minimoe finetune` step of a 3-way classifier of the same shape (cross-entropy + "
         "balance loss, fused AdamW, grad clip 1.0) at short-sentence lengths, interleaved in a group of their own "
         "(dense and the two MoE classifiers: in training a step follows a step of the same model, not a teacher "
-        "forward); the MoE "
-        "classifier's routers are balanced as under *Routing* (fine-tuning starts from a distilled student, whose "
-        "routers are), with the random-init-router figure in parentheses.",
+        "forward); the MoE classifier's routers are balanced as under *Routing* (fine-tuning starts from a "
+        "distilled student, whose routers are), with the random-init-router figure in parentheses.",
         "",
     ]
     out += [

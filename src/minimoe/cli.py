@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from minimoe.errors import MiniMoEError, Stopped
+from minimoe.errors import RERUN_HINT, RESUME_HINT, MiniMoEError, Stopped
 from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
 
 # command -> (help, job module, its config class); each module has `run(config)`.
@@ -43,10 +43,10 @@ JOBS = {
 # What a user does after Ctrl-C, by command: trainer jobs resume from their last checkpoint, grids rerun
 # (finished stages are kept), the rest just start again.
 RESUME_HINTS = {
-    "distill": "rerun with --train.resume to continue from the last checkpoint",
-    "finetune": "rerun with --train.resume to continue from the last checkpoint",
-    "study": "rerun the same command to continue (finished stages are kept)",
-    "demo": "rerun the same command to continue (finished stages are kept)",
+    "distill": f"{RESUME_HINT} from the last checkpoint",
+    "finetune": f"{RESUME_HINT} from the last checkpoint",
+    "study": RERUN_HINT,
+    "demo": RERUN_HINT,
 }
 
 

@@ -13,6 +13,11 @@ class RecipeChanged(MiniMoEError):
         self.diff = diff
 
 
+# How to go on after a stop: a trainer job resumes from its checkpoint; a grid (study, demo) is rerun as is.
+RESUME_HINT = "rerun with --train.resume to continue"
+RERUN_HINT = "rerun the same command to continue (finished stages are kept)"
+
+
 class Stopped(Exception):
     """Training stopped on a signal (SIGTERM) after saving a checkpoint; the CLI exits with `exit_code`.
 
@@ -22,6 +27,6 @@ class Stopped(Exception):
 
     exit_code = 143
 
-    def __init__(self, detail: str, hint: str = "rerun with --train.resume to continue"):
+    def __init__(self, detail: str, hint: str = RESUME_HINT):
         super().__init__(f"{detail}; {hint}")
         self.detail = detail

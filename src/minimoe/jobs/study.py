@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification
 from minimoe.assets.cache import cache_dir
 from minimoe.assets.resolve import load_pretrained
 from minimoe.distill.trainer import TrainConfig, checkpoints
-from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
+from minimoe.errors import RERUN_HINT, MiniMoEError, RecipeChanged, Stopped
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
@@ -183,7 +183,7 @@ def _once(results_file: Path, run) -> dict:
     try:
         return run()
     except Stopped as e:
-        raise Stopped(e.detail, "rerun the same command to continue (finished stages are kept)") from None
+        raise Stopped(e.detail, RERUN_HINT) from None
     except RecipeChanged as e:
         raise MiniMoEError(
             f"{results_file.parent} was started under another recipe ({e.diff}); rerun the study with its "
