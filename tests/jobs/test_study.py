@@ -9,6 +9,7 @@ from minimoe.jobs.study import (
     StudyConfig,
     _once,
     final_train_loss,
+    kl_at_marks,
     paired_differences,
     parse_size,
     parse_variants,
@@ -41,6 +42,16 @@ def test_paired_differences_are_per_seed():
     assert row["average diff"] == 2.0 and row["average diff sd"] == pytest.approx(1.41421, rel=1e-4)
     assert row["seeds"] == 2 and row["average diffs"] == "+1.00 +3.00" and row["distill KL diff"] == 0.0
     assert row["train loss diff"] == pytest.approx(0.02)
+
+
+def test_kl_at_marks_averages_a_window_before_each_mark_then_the_seeds():
+    steps = list(range(10, 1510, 10))  # logged every 10 steps, as the trainer does
+    low, high = [(s, 0.1) for s in steps], [(s, 0.3 if s % 250 else 9.0) for s in steps]  # a spike at each mark
+    marks = kl_at_marks([low, high], 1500)
+    assert list(marks) == [250, 500, 750, 1000, 1250, 1500]
+    assert marks[250] == pytest.approx((0.1 + (0.3 * 9 + 9.0) / 10) / 2)  # 10 logged values in (150, 250]
+    assert list(kl_at_marks([[(1, 0.5), (2, 0.4)]], 2)) == [1, 2]  # fewer steps than marks: one per step
+    assert kl_at_marks([[]], 60)[60] != kl_at_marks([[]], 60)[60]  # nothing logged: nan
 
 
 def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):
@@ -132,6 +143,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     out = tmp_path / "study"
     assert (out / "score_vs_flops.png").stat().st_size > 1000 and "MiniMoE" in (out / "study.md").read_text()
     assert (out / "kl_curves.png").stat().st_size > 1000 and "Paired by seed" in (out / "study.md").read_text()
+    assert "Relation KL during distillation" in (out / "study.md").read_text()
     assert 0 < rows[2]["router top p"] <= 1 and rows[2]["forced change"] > 0 and "router top p" not in rows[1]
     report = json.loads((out / "study.json").read_text())
     base, nonoise = report["paired"]
@@ -139,6 +151,8 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     dense, moe = (next(r for r in report["runs"] if r["experts"] == e and not r["variant"]) for e in (1, 4))
     diffs = [moe["per_seed"][s]["average"] - dense["per_seed"][s]["average"] for s in ("1", "2")]
     assert base["average diff"] == pytest.approx(sum(diffs) / 2)
+    kl = [r["student"] for r in report["relation_kl"]]  # the dense student the variant shares shows once
+    assert kl == ["1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
     assert (out / tiny_teacher_dir.name / "1L-32H-E4-noise0.0-s1" / "distill" / "inspect.json").is_file()
     summary = out / tiny_teacher_dir.name / "1L-32H-E4-s2" / "distill" / "summary.json"
     assert json.loads(summary.read_text())["relation_heads"] == 2

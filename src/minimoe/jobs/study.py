@@ -86,6 +86,22 @@ def final_relation_kl(distill_dir: Path) -> float:
     return curve[-1][1] if curve else float("nan")
 
 
+KL_MARKS, KL_WINDOW = 6, 0.4  # relation KL is tabulated at 6 evenly spaced steps, each over 40% of the interval
+
+
+def kl_at_marks(curves: list[list[tuple[int, float]]], steps: int) -> dict[int, float]:
+    """Relation KL at KL_MARKS evenly spaced distillation steps, mean over seeds. Each value is the mean of the
+    logged ones in the KL_WINDOW of the interval before its mark, so one batch's noise decides no comparison."""
+    spacing = steps / min(KL_MARKS, steps)
+    out = {}
+    for k in range(1, min(KL_MARKS, steps) + 1):
+        mark = round(k * spacing)
+        windows = [[v for s, v in curve if mark - KL_WINDOW * spacing < s <= mark] for curve in curves]
+        means = [statistics.mean(w) for w in windows if w]
+        out[mark] = statistics.mean(means) if means else float("nan")
+    return out
+
+
 def final_train_loss(run_dir: Path, fraction: float = 0.1) -> float:
     """Mean fine-tuning task loss over the last 10% of logged steps: how closely the model fits its training set
     (a model that scores lower with a higher loss underfits; with a lower loss, it overfits)."""
@@ -349,7 +365,8 @@ class Study:
             r["% of teacher"] = 100 * r["average"] / teacher_avg[r["teacher"]]
 
     def write(self, rows: list[dict], paired: list[dict], runs: list[dict]) -> None:
-        """study.md (the table and the paired differences), study.json, score_vs_flops.png and kl_curves.png."""
+        """study.md (the table, the paired differences, relation KL during distillation), study.json,
+        score_vs_flops.png and kl_curves.png."""
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
         columns += ["distill KL", "train loss", "router top p", "forced change"]
@@ -363,11 +380,23 @@ class Study:
         if paired:
             table += "\n\nPaired by seed (MiniMoE - dense, points; sd over seeds):\n\n"
             table += markdown_table(paired, pair_columns)
+        kl_rows = self.kl_rows(runs)
+        if kl_rows:
+            window = round(KL_WINDOW * self.cfg.distill_steps / min(KL_MARKS, self.cfg.distill_steps))
+            table += f"\n\nRelation KL during distillation (mean of the logged values over the {window} steps "
+            table += "before each step, then over seeds):\n\n"
+            table += markdown_table(
+                [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()} for r in kl_rows],
+                list(kl_rows[0]),
+            )
         atomic_write_text(self.out / "study.md", table + "\n")
         per_seed = [{k: v for k, v in r.items() if k not in ("curves", "best_dir")} for r in runs]
         atomic_write_text(
             self.out / "study.json",
-            json.dumps({"config": asdict(self.cfg), "rows": rows, "paired": paired, "runs": per_seed}, indent=2),
+            json.dumps(
+                {"config": asdict(self.cfg), "rows": rows, "paired": paired, "relation_kl": kl_rows, "runs": per_seed},
+                indent=2,
+            ),
         )
         points = [
             {
@@ -392,6 +421,17 @@ class Study:
             str(self.out / f) for f in ("study.md", "study.json", "score_vs_flops.png", "kl_curves.png")
         )
         print(f"\nwrote {written}")
+
+    def kl_rows(self, runs: list[dict]) -> list[dict]:
+        """Relation KL of every student kind at evenly spaced distillation steps (mean over seeds): where the
+        dense curve flattens and whether MiniMoE goes lower. A dense student shared by variants shows once."""
+        rows, seen = [], set()
+        for r in runs:
+            if (r["teacher"], r["size"], r["experts"], r["tag"]) not in seen:
+                seen.add((r["teacher"], r["size"], r["experts"], r["tag"]))
+                marks = kl_at_marks(r["curves"], self.cfg.distill_steps)
+                rows.append({"teacher": r["teacher"], "student": r["label"]} | {str(m): v for m, v in marks.items()})
+        return rows
 
 
 def run(cfg: StudyConfig) -> list[dict]:
