@@ -119,6 +119,10 @@ def test_smoke_json_has_every_section(smoke_run):
     assert [(f["batch"], f["seq"]) for f in training["finetune"]] == [(4, 8)]
     assert positive(training["finetune"][0]["moe_over_dense_step"])
     assert positive(training["finetune"][0]["moe_random_routers_over_dense_step"])
+    parts = training["finetune"][0]["parts"]  # the step's parts, timed inside the same interleaved rounds
+    assert [x["part"] for x in parts] == ["forward", "backward", "clip", "optimizer"]
+    assert all(x["dense_ms"] > 0 and positive(x["moe_over_dense"]) for x in parts)
+    assert training["finetune"][0]["params_moe"] > training["finetune"][0]["params_dense"]
 
     dispatch = perf["dispatch"]
     assert {r["variant"] for r in dispatch["rows"]} == {
@@ -148,5 +152,5 @@ def test_smoke_writes_plots_and_doc(smoke_run):
     ]
     doc = (out / "performance.md").read_text()
     assert doc.startswith("# Performance") and "SMOKE RUN" in doc and "img/perf_inference.png" in doc
-    assert "## Routing" in doc and "### Dispatch fix: before/after" in doc
+    assert "## Routing" in doc and "### Dispatch fix: before/after" in doc and "Fine-tuning step by part" in doc
     assert "headline" in result.stdout

@@ -468,7 +468,34 @@ def doc_training(tr: dict, rel: dict[str, str]) -> list[str]:
         ),
         "",
     ]
+    out += doc_finetune_parts(tr.get("finetune", []))
     return out + [f"![training step]({rel['perf_training']})", ""]
+
+
+def doc_finetune_parts(finetune: list[dict]) -> list[str]:
+    """The fine-tuning step by part, balanced routers: which parts carry the MoE/dense gap."""
+    rows = [
+        [
+            f"{f['batch']}x{f['seq']}",
+            x["part"],
+            f"{x['dense_ms']:.1f}",
+            f"{x['moe_ms']:.1f}",
+            f"{x['moe_over_dense']:.3f}",
+        ]
+        for f in finetune
+        for x in f.get("parts", [])
+    ]
+    if not rows:
+        return []
+    f = finetune[0]
+    return [
+        "Fine-tuning step by part (balanced routers; timed inside the interleaved steps above, median ms, paired "
+        f"ratio). Gradient clipping and AdamW visit every parameter: {f['params_moe'] / 1e6:.1f}M (MoE) vs "
+        f"{f['params_dense'] / 1e6:.1f}M (dense), {f['params_moe'] / f['params_dense']:.2f}x, whatever the active FLOPs.",
+        "",
+        markdown_rows(["batch x seq", "part", "dense ms", "MoE ms", "MoE / dense"], rows),
+        "",
+    ]
 
 
 def doc_dispatch(dp: dict, rel: dict[str, str]) -> list[str]:

@@ -5,6 +5,7 @@ autocast, eager vs SDPA teacher attention; and one fine-tuning step (classifier,
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -15,18 +16,22 @@ from .models import random_ids, shape_name
 from .presets import MINILM, Preset, log
 from .routing import CALIBRATION_SEED, balance_routers_
 
+FINETUNE_PARTS = ("forward", "backward", "clip", "optimizer")  # the parts of a fine-tuning step timed apart
 
-def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
+
+def finetune_cases(p: Preset, vocab_size: int) -> tuple[dict[str, Callable[[], None]], dict[str, dict], dict[str, int]]:
     """One `minimoe finetune` step (TaskObjective: cross-entropy + balance loss, fused AdamW, grad clip 1.0) of a
     3-way classifier at batch train_tokens[0] x each finetune_seqs: dense, and MoE with balanced routers (as a
-    distilled student's, the target) and with random-init routers (uneven groups)."""
+    distilled student's, the target) and with random-init routers (uneven groups). Every call also appends the
+    seconds of each of FINETUNE_PARTS to parts[case]; params[case] is the model's parameter count (clipping and
+    AdamW visit them all, whatever the active FLOPs)."""
     from minimoe.distill.objectives import TaskObjective
     from minimoe.distill.trainer import make_optimizer
     from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
 
     L, H, E = p.train_shape
     B = p.train_tokens[0]
-    cases = {}
+    cases, parts, params = {}, {}, {}
     for experts, routers in ((E, "balanced"), (E, "random"), (1, "")):
         torch.manual_seed(0)
         config = MiniMoEConfig.for_student(L, H, experts, vocab_size=vocab_size, num_labels=3)
@@ -39,16 +44,40 @@ def finetune_cases(p: Preset, vocab_size: int) -> dict[str, Callable[[], None]]:
         for T in p.finetune_seqs:
             ids = random_ids(vocab_size, B, T, seed=4)
             labels = torch.arange(B) % 3
+            name = finetune_case(L, H, experts, B, T, routers)
+            parts[name] = {part: [] for part in FINETUNE_PARTS}
+            params[name] = sum(q.numel() for q in objective.parameters())
 
-            def run(objective=objective, optimizer=optimizer, ids=ids, labels=labels) -> None:
+            def run(objective=objective, optimizer=optimizer, ids=ids, labels=labels, spent=parts[name]) -> None:
+                t0 = time.perf_counter()
                 loss = objective(labels, input_ids=ids, attention_mask=torch.ones_like(ids))["loss"]
+                t1 = time.perf_counter()
                 loss.backward()
+                t2 = time.perf_counter()
                 torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+                t3 = time.perf_counter()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                t4 = time.perf_counter()
+                for part, seconds in zip(FINETUNE_PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    spent[part].append(seconds)
 
-            cases[finetune_case(L, H, experts, B, T, routers)] = run
-    return cases
+            cases[name] = run
+    return cases, parts, params
+
+
+def finetune_parts(moe: dict[str, list[float]], dense: dict[str, list[float]], repeats: int) -> list[dict]:
+    """Per part of the fine-tuning step: median ms of each model and the paired MoE/dense ratio, over the timed
+    rounds (the warmup calls come first in each list and are left out)."""
+    return [
+        {
+            "part": part,
+            "dense_ms": median_ms(dense[part][-repeats:]),
+            "moe_ms": median_ms(moe[part][-repeats:]),
+            "moe_over_dense": paired_ratio(moe[part][-repeats:], dense[part][-repeats:]),
+        }
+        for part in FINETUNE_PARTS
+    ]
 
 
 def finetune_case(layers: int, hidden: int, experts: int, batch: int, seq: int, routers: str = "") -> str:
@@ -124,7 +153,7 @@ def bench_training(p: Preset) -> dict:
     rows = [{"case": k, "ms": median_ms(t), "tokens_per_s": tokens / (median_ms(t) / 1e3)} for k, t in times.items()]
     # Fine-tuning steps in a group of their own: in training a step follows a step of the same small model,
     # not a teacher forward and a distillation step, which leave the caches to other weights.
-    ft_cases = finetune_cases(p, teacher.vocab_size)
+    ft_cases, ft_parts, ft_params = finetune_cases(p, teacher.vocab_size)
     log(f"  {len(ft_cases)} fine-tuning cases x {p.repeats_train} interleaved repeats ...")
     ft_times, _ = interleaved(ft_cases, p.repeats_train, warmup=2)
     seq_of = {k: int(k.rsplit("x", 1)[1]) for k in ft_times}  # case names end in "BxT"
@@ -165,6 +194,13 @@ def bench_training(p: Preset) -> dict:
                 ),
                 "moe_random_routers_over_dense_step": paired_ratio(
                     times[finetune_case(L, H, E, B, T, "random")], times[finetune_case(L, H, 1, B, T)]
+                ),
+                "params_moe": ft_params[finetune_case(L, H, E, B, T, "balanced")],
+                "params_dense": ft_params[finetune_case(L, H, 1, B, T)],
+                "parts": finetune_parts(
+                    ft_parts[finetune_case(L, H, E, B, T, "balanced")],
+                    ft_parts[finetune_case(L, H, 1, B, T)],
+                    p.repeats_train,
                 ),
             }
             for T in p.finetune_seqs
