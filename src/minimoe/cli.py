@@ -1,4 +1,5 @@
-"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo, inspect, export) and tools.
+"""The `minimoe` command: the jobs (distill, finetune, evaluate, predict, study, demo, inspect, export, compare)
+and tools.
 
 Every user-fixable problem surfaces as one `minimoe: error: ...` line (set MINIMOE_DEBUG=1 for the
 traceback). Multi-process runs go through accelerate: `accelerate launch -m minimoe distill ...`.
@@ -37,6 +38,7 @@ JOBS = {
         "InspectConfig",
     ),
     "export": ("a saved model as ONNX (optionally int8) or a torch.export .pt2 program", "export", "ExportConfig"),
+    "compare": ("several studies' MiniMoE - dense differences: one table and plot", "compare", "CompareConfig"),
 }
 
 

@@ -118,6 +118,28 @@ def plot_score_vs_flops(points: list[dict], png: str | Path, title: str) -> Path
     return save_figure(fig, png, dpi=120)
 
 
+def plot_paired_differences(cells: list[dict], png: str | Path, target: float) -> Path:
+    """One row per study cell: the mean MiniMoE - dense difference with its sd over seeds, against 0 and the
+    target. Each cell: {"study", "cell", "average diff", "average diff sd"}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.4 * len(cells)))
+    ys = list(range(len(cells)))[::-1]  # the first cell on top
+    colors = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(c["study"] for c in cells))}
+    for y, c in zip(ys, cells):
+        ax.errorbar(c["average diff"], y, xerr=c["average diff sd"], fmt="o", capsize=3, color=colors[c["study"]])
+    ax.axvline(0, color="grey", lw=1)
+    ax.axvline(target, color="green", ls="--", lw=1, label=f"target (+{target:g})")
+    ax.set_yticks(ys, [f"{c['study']}: {c['cell']}" for c in cells], fontsize=8)
+    ax.set_xlabel("MiniMoE - dense, average dev score (points; bars: sd over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, png, dpi=120)
+
+
 def plot_expert_diagnostics(report: dict, png: str | Path) -> Path:
     """Expert diagnostics (`minimoe.diagnostics.diagnose`) as a PNG: load and router entropy per layer, and a
     token-to-expert heat map (the share of each frequent token's occurrences each expert takes, per layer).
