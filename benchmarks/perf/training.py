@@ -164,6 +164,20 @@ def bench_training(p: Preset) -> dict:
     times |= ft_times
     s32, s16 = times[f"step {student_name} fp32"], times[f"step {student_name} bf16"]
     c32, c16 = times[f"step {student_name} fp32, teacher cached"], times[f"step {student_name} bf16, teacher cached"]
+
+    def finetune_summary(T: int) -> dict:
+        """MoE/dense fine-tuning step at B x T: whole-step ratios, parameter counts, and the step by part."""
+        moe, random, dense = (finetune_case(L, H, e, B, T, r) for e, r in ((E, "balanced"), (E, "random"), (1, "")))
+        return {
+            "batch": B,
+            "seq": T,
+            "moe_over_dense_step": paired_ratio(times[moe], times[dense]),
+            "moe_random_routers_over_dense_step": paired_ratio(times[random], times[dense]),
+            "params_moe": ft_params[moe],
+            "params_dense": ft_params[dense],
+            "parts": finetune_parts(ft_parts[moe], ft_parts[dense], p.repeats_train),
+        }
+
     return {
         "teacher": MINILM,
         "teacher_attention": "eager (as load_teacher)",
@@ -185,24 +199,5 @@ def bench_training(p: Preset) -> dict:
         "bf16_over_fp32_teacher": paired_ratio(times["teacher.qkv bf16 (eager)"], times["teacher.qkv fp32 (eager)"]),
         "sdpa_over_eager_teacher": paired_ratio(times["teacher.qkv fp32 (sdpa)"], times["teacher.qkv fp32 (eager)"]),
         "moe_over_dense_step": paired_ratio(s32, times[f"step {shape_name(L, H)} dense fp32"]),
-        "finetune": [
-            {
-                "batch": B,
-                "seq": T,
-                "moe_over_dense_step": paired_ratio(
-                    times[finetune_case(L, H, E, B, T, "balanced")], times[finetune_case(L, H, 1, B, T)]
-                ),
-                "moe_random_routers_over_dense_step": paired_ratio(
-                    times[finetune_case(L, H, E, B, T, "random")], times[finetune_case(L, H, 1, B, T)]
-                ),
-                "params_moe": ft_params[finetune_case(L, H, E, B, T, "balanced")],
-                "params_dense": ft_params[finetune_case(L, H, 1, B, T)],
-                "parts": finetune_parts(
-                    ft_parts[finetune_case(L, H, E, B, T, "balanced")],
-                    ft_parts[finetune_case(L, H, 1, B, T)],
-                    p.repeats_train,
-                ),
-            }
-            for T in p.finetune_seqs
-        ],
+        "finetune": [finetune_summary(T) for T in p.finetune_seqs],
     }

@@ -89,12 +89,17 @@ def final_relation_kl(distill_dir: Path) -> float:
 KL_MARKS, KL_WINDOW = 6, 0.4  # relation KL is tabulated at 6 evenly spaced steps, each over 40% of the interval
 
 
+def kl_spacing(steps: int) -> float:
+    """Distillation steps between two KL marks (one mark per step when there are fewer steps than marks)."""
+    return steps / min(KL_MARKS, steps)
+
+
 def kl_at_marks(curves: list[list[tuple[int, float]]], steps: int) -> dict[int, float]:
     """Relation KL at KL_MARKS evenly spaced distillation steps, mean over seeds. Each value is the mean of the
     logged ones in the KL_WINDOW of the interval before its mark, so one batch's noise decides no comparison."""
-    spacing = steps / min(KL_MARKS, steps)
+    spacing = kl_spacing(steps)
     out = {}
-    for k in range(1, min(KL_MARKS, steps) + 1):
+    for k in range(1, round(steps / spacing) + 1):
         mark = round(k * spacing)
         windows = [[v for s, v in curve if mark - KL_WINDOW * spacing < s <= mark] for curve in curves]
         means = [statistics.mean(w) for w in windows if w]
@@ -126,6 +131,12 @@ def expert_usage(distill_dir: Path) -> dict:
 KNOBS = {"router_noise": "noise", "balance_coef": "bal", "expert_init": "init", "relation_source": "rel"}
 MOE_KNOBS = ("router_noise", "balance_coef", "expert_init")
 CHOICES = {"expert_init": distill.EXPERT_INITS, "relation_source": ("head", "last_layer")}
+
+
+def student_kind(run: dict) -> tuple:
+    """What makes two grid runs the same students: a dense student of a variant that only turns MoE knobs is
+    the base one (same tag), run once and shown once."""
+    return run["teacher"], run["size"], run["experts"], run["tag"]
 
 
 def parse_variants(cfg: StudyConfig) -> list[tuple[str, dict]]:
@@ -331,9 +342,9 @@ class Study:
                             | run
                             | {"label": f"{size} {kind}" + (f" [{variant}]" if variant else "")}
                         )
-                        if (teacher, size, experts, run["tag"]) in seen:
+                        if student_kind(runs[-1]) in seen:
                             continue  # a dense student the variant leaves unchanged: already a row
-                        seen.add((teacher, size, experts, run["tag"]))
+                        seen.add(student_kind(runs[-1]))
                         seeds = run["per_seed"].values()
                         scores = {t: [s[t] for s in seeds] for t in self.cfg.tasks}
                         extra = {
@@ -382,7 +393,7 @@ class Study:
             table += markdown_table(paired, pair_columns)
         kl_rows = self.kl_rows(runs)
         if kl_rows:
-            window = round(KL_WINDOW * self.cfg.distill_steps / min(KL_MARKS, self.cfg.distill_steps))
+            window = round(KL_WINDOW * kl_spacing(self.cfg.distill_steps))
             table += f"\n\nRelation KL during distillation (mean of the logged values over the {window} steps "
             table += "before each step, then over seeds):\n\n"
             table += markdown_table(
@@ -427,8 +438,8 @@ class Study:
         dense curve flattens and whether MiniMoE goes lower. A dense student shared by variants shows once."""
         rows, seen = [], set()
         for r in runs:
-            if (r["teacher"], r["size"], r["experts"], r["tag"]) not in seen:
-                seen.add((r["teacher"], r["size"], r["experts"], r["tag"]))
+            if student_kind(r) not in seen:
+                seen.add(student_kind(r))
                 marks = kl_at_marks(r["curves"], self.cfg.distill_steps)
                 rows.append({"teacher": r["teacher"], "student": r["label"]} | {str(m): v for m, v in marks.items()})
         return rows
