@@ -52,6 +52,9 @@ def test_kl_at_marks_averages_a_window_before_each_mark_then_the_seeds():
     assert marks[250] == pytest.approx((0.1 + (0.3 * 9 + 9.0) / 10) / 2)  # 10 logged values in (150, 250]
     assert list(kl_at_marks([[(1, 0.5), (2, 0.4)]], 2)) == [1, 2]  # fewer steps than marks: one per step
     assert kl_at_marks([[]], 60)[60] != kl_at_marks([[]], 60)[60]  # nothing logged: nan
+    short = kl_at_marks([[(s, s / 100) for s in (10, 20, 30, 40)]], 40)  # the quick demo: 40 steps, 4 logged
+    assert short == pytest.approx({10: 0.1, 20: 0.2, 30: 0.3, 40: 0.4})  # a mark per logged step, none empty
+    assert all(v == v for v in kl_at_marks([[(s, 0.2) for s in range(10, 110, 10)]], 100).values())  # no nan
 
 
 def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):

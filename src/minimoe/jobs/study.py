@@ -89,19 +89,23 @@ def final_relation_kl(distill_dir: Path) -> float:
 KL_MARKS, KL_WINDOW = 6, 0.4  # relation KL is tabulated at 6 evenly spaced steps, each over 40% of the interval
 
 
-def kl_spacing(steps: int) -> float:
-    """Distillation steps between two KL marks (one mark per step when there are fewer steps than marks)."""
-    return steps / min(KL_MARKS, steps)
+def kl_marks(curves: list[list[tuple[int, float]]], steps: int) -> tuple[list[int], float]:
+    """The steps to tabulate relation KL at (KL_MARKS evenly spaced ones, fewer when fewer steps were logged)
+    and the window before each to average over: KL_WINDOW of the interval, but at least the logging interval,
+    so every window holds a logged value."""
+    logged = sorted({s for curve in curves for s, _ in curve})
+    spacing = steps / max(1, min(KL_MARKS, len(logged)))
+    interval = min((b - a for a, b in zip(logged, logged[1:])), default=steps)
+    return [round(k * spacing) for k in range(1, round(steps / spacing) + 1)], max(KL_WINDOW * spacing, interval)
 
 
 def kl_at_marks(curves: list[list[tuple[int, float]]], steps: int) -> dict[int, float]:
-    """Relation KL at KL_MARKS evenly spaced distillation steps, mean over seeds. Each value is the mean of the
-    logged ones in the KL_WINDOW of the interval before its mark, so one batch's noise decides no comparison."""
-    spacing = kl_spacing(steps)
+    """Relation KL at the `kl_marks` steps, mean over seeds. Each value is the mean of the logged ones in the
+    window before its mark, so one batch's noise decides no comparison."""
+    marks, window = kl_marks(curves, steps)
     out = {}
-    for k in range(1, round(steps / spacing) + 1):
-        mark = round(k * spacing)
-        windows = [[v for s, v in curve if mark - KL_WINDOW * spacing < s <= mark] for curve in curves]
+    for mark in marks:
+        windows = [[v for s, v in curve if mark - window < s <= mark] for curve in curves]
         means = [statistics.mean(w) for w in windows if w]
         out[mark] = statistics.mean(means) if means else float("nan")
     return out
@@ -393,7 +397,7 @@ class Study:
             table += markdown_table(paired, pair_columns)
         kl_rows = self.kl_rows(runs)
         if kl_rows:
-            window = round(KL_WINDOW * kl_spacing(self.cfg.distill_steps))
+            window = round(kl_marks(runs[0]["curves"], self.cfg.distill_steps)[1])
             table += f"\n\nRelation KL during distillation (mean of the logged values over the {window} steps "
             table += "before each step, then over seeds):\n\n"
             table += markdown_table(
