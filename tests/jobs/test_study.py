@@ -8,6 +8,7 @@ from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.jobs.study import (
     StudyConfig,
     _once,
+    ablation_differences,
     final_train_loss,
     kl_at_marks,
     paired_differences,
@@ -42,6 +43,31 @@ def test_paired_differences_are_per_seed():
     assert row["average diff"] == 2.0 and row["average diff sd"] == pytest.approx(1.41421, rel=1e-4)
     assert row["seeds"] == 2 and row["average diffs"] == "+1.00 +3.00" and row["distill KL diff"] == 0.0
     assert row["train loss diff"] == pytest.approx(0.02)
+
+
+def test_ablations_are_against_the_base_student_with_the_same_experts():
+    def kind(variant, tag, experts, scores):
+        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2, "train loss": 0.4} for s, v in scores.items()}
+        return {"teacher": "t", "variant": variant, "size": "1L-32H", "experts": experts, "tag": tag} | {
+            "per_seed": per_seed
+        }
+
+    runs = [
+        kind("", "", 1, {1: 60.0, 2: 70.0}),
+        kind("", "", 4, {1: 62.0, 2: 71.0}),
+        kind("nonoise", "", 1, {1: 60.0, 2: 70.0}),  # the base dense student, shared: no row
+        kind("nonoise", "-noise0.0", 4, {1: 63.0, 2: 74.0}),
+        kind("own", "-rellast_layer", 1, {1: 59.0, 2: 69.0}),
+    ]
+    nonoise, own = ablation_differences(runs, ["a"])
+    assert (nonoise["variant"], nonoise["student"], own["variant"], own["student"]) == (
+        "nonoise",
+        "E=4",
+        "own",
+        "dense",
+    )
+    assert nonoise["average diff"] == 2.0 and nonoise["average diffs"] == "+1.00 +3.00" and own["a diff"] == -1.0
+    assert own["average diff sd"] == 0.0 and own["distill KL diff"] == 0.0 and own["seeds"] == 2
 
 
 def test_kl_at_marks_averages_a_window_before_each_mark_then_the_seeds():
@@ -154,6 +180,13 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     dense, moe = (next(r for r in report["runs"] if r["experts"] == e and not r["variant"]) for e in (1, 4))
     diffs = [moe["per_seed"][s]["average"] - dense["per_seed"][s]["average"] for s in ("1", "2")]
     assert base["average diff"] == pytest.approx(sum(diffs) / 2)
+    (ablation,) = report["ablations"]  # the variant's MiniMoE student against the base one; its dense is the base
+    assert (ablation["variant"], ablation["student"]) == ("nonoise", "E=4") and "Ablations" in (
+        out / "study.md"
+    ).read_text()
+    variant = next(r for r in report["runs"] if r["experts"] == 4 and r["variant"])
+    diffs = [variant["per_seed"][s]["average"] - moe["per_seed"][s]["average"] for s in ("1", "2")]
+    assert ablation["average diff"] == pytest.approx(sum(diffs) / 2)
     kl = [r["student"] for r in report["relation_kl"]]  # the dense student the variant shares shows once
     assert kl == ["1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
     assert (out / tiny_teacher_dir.name / "1L-32H-E4-noise0.0-s1" / "distill" / "inspect.json").is_file()

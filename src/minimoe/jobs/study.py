@@ -179,6 +179,19 @@ def run_tag(settings: dict, experts: int) -> str:
     )
 
 
+def seed_differences(a: dict, b: dict, keys: list[str]) -> dict:
+    """`a` - `b` over the seeds both ran: mean and std per key, the per-seed average differences, the seed count."""
+    seeds = [s for s in a["per_seed"] if s in b["per_seed"]]
+    row = {}
+    for key in keys:
+        diffs = [a["per_seed"][s][key] - b["per_seed"][s][key] for s in seeds]
+        row[f"{key} diff"] = statistics.mean(diffs)
+        row[f"{key} diff sd"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    row["average diffs"] = " ".join(f"{a['per_seed'][s]['average'] - b['per_seed'][s]['average']:+.2f}" for s in seeds)
+    row["seeds"] = len(seeds)
+    return row
+
+
 def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
     """MiniMoE - dense per seed, for every MiniMoE run set with a dense one of the same teacher, variant and size.
 
@@ -191,18 +204,24 @@ def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
         )
         if dense is None:
             continue
-        seeds = [s for s in moe["per_seed"] if s in dense["per_seed"]]
         row = {"teacher": moe["teacher"], "variant": moe["variant"] or "base", "size": moe["size"]}
         row["pair"] = f"E={moe['experts']} - dense"
-        for key in [*tasks, "average", "distill KL", "train loss"]:
-            diffs = [moe["per_seed"][s][key] - dense["per_seed"][s][key] for s in seeds]
-            row[f"{key} diff"] = statistics.mean(diffs)
-            row[f"{key} diff sd"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-        row["average diffs"] = " ".join(
-            f"{moe['per_seed'][s]['average'] - dense['per_seed'][s]['average']:+.2f}" for s in seeds
-        )
-        row["seeds"] = len(seeds)
-        rows.append(row)
+        rows.append(row | seed_differences(moe, dense, [*tasks, "average", "distill KL", "train loss"]))
+    return rows
+
+
+def ablation_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
+    """Each variant - the base student of the same teacher, size and experts, per seed: what turning a knob
+    does to that student (a dense student the variant leaves unchanged is the base one, so it has no row)."""
+    rows = []
+    for variant in (r for r in runs if r["variant"]):
+        same = ("teacher", "size", "experts")
+        base = next((r for r in runs if not r["variant"] and all(r[k] == variant[k] for k in same)), None)
+        if base is None or student_kind(base) == student_kind(variant):
+            continue
+        row = {"teacher": variant["teacher"], "variant": variant["variant"], "size": variant["size"]}
+        row["student"] = "dense" if variant["experts"] == 1 else f"E={variant['experts']}"
+        rows.append(row | seed_differences(variant, base, [*tasks, "average", "distill KL", "train loss"]))
     return rows
 
 
@@ -358,7 +377,7 @@ class Study:
                         }
                         rows.append(self.row(teacher, runs[-1]["label"], scores, run["best_dir"]) | extra)
         self.add_relative(rows)
-        self.write(rows, paired_differences(runs, self.cfg.tasks), runs)
+        self.write(rows, runs)
         return rows
 
     def row(self, teacher: str, model: str, scores: dict[str, list[float]], model_dir: str) -> dict:
@@ -379,22 +398,26 @@ class Study:
         for r in rows:
             r["% of teacher"] = 100 * r["average"] / teacher_avg[r["teacher"]]
 
-    def write(self, rows: list[dict], paired: list[dict], runs: list[dict]) -> None:
-        """study.md (the table, the paired differences, relation KL during distillation), study.json,
-        score_vs_flops.png and kl_curves.png."""
+    def write(self, rows: list[dict], runs: list[dict]) -> None:
+        """study.md (the table, the paired differences, the ablations against the base grid, relation KL during
+        distillation), study.json, score_vs_flops.png and kl_curves.png."""
+        paired, ablations = paired_differences(runs, self.cfg.tasks), ablation_differences(runs, self.cfg.tasks)
         columns = ["teacher", "model", "params (M)", "active (M)", "paper GMACs", "GFLOPs"]
         columns += ["ms @32x128"] if self.cfg.measure_latency else []
         columns += ["distill KL", "train loss", "router top p", "forced change"]
         spread = len(self.cfg.seeds) > 1  # std columns only when there is a spread to show
         columns += [c for t in self.cfg.tasks for c in (t, f"{t} sd")[: 1 + spread]]
         columns += ["average", "average sd"][: 1 + spread] + ["% of teacher", "seeds"]
-        pair_columns = ["teacher", "variant", "size", "pair"]
-        pair_columns += [c for k in [*self.cfg.tasks, "average"] for c in (f"{k} diff", f"{k} diff sd")]
-        pair_columns += ["average diffs", "distill KL diff", "train loss diff", "seeds"]
+        diff_columns = [c for k in [*self.cfg.tasks, "average"] for c in (f"{k} diff", f"{k} diff sd")]
+        diff_columns += ["average diffs", "distill KL diff", "train loss diff", "seeds"]
         table = markdown_table(rows, columns)
         if paired:
             table += "\n\nPaired by seed (MiniMoE - dense, points; sd over seeds):\n\n"
-            table += markdown_table(paired, pair_columns)
+            table += markdown_table(paired, ["teacher", "variant", "size", "pair", *diff_columns])
+        if ablations:
+            table += "\n\nAblations against the base grid (variant - base student with the same experts, paired by "
+            table += "seed; points; sd over seeds):\n\n"
+            table += markdown_table(ablations, ["teacher", "variant", "size", "student", *diff_columns])
         kl_rows = self.kl_rows(runs)
         if kl_rows:
             window = round(kl_marks(runs[0]["curves"], self.cfg.distill_steps)[1])
@@ -409,7 +432,14 @@ class Study:
         atomic_write_text(
             self.out / "study.json",
             json.dumps(
-                {"config": asdict(self.cfg), "rows": rows, "paired": paired, "relation_kl": kl_rows, "runs": per_seed},
+                {
+                    "config": asdict(self.cfg),
+                    "rows": rows,
+                    "paired": paired,
+                    "ablations": ablations,
+                    "relation_kl": kl_rows,
+                    "runs": per_seed,
+                },
                 indent=2,
             ),
         )
