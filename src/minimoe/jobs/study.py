@@ -179,11 +179,12 @@ def run_tag(settings: dict, experts: int) -> str:
     )
 
 
-def seed_differences(a: dict, b: dict, keys: list[str]) -> dict:
-    """`a` - `b` over the seeds both ran: mean and std per key, the per-seed average differences, the seed count."""
+def seed_differences(a: dict, b: dict, tasks: list[str]) -> dict:
+    """`a` - `b` over the seeds both ran: mean and std per task, on the average, of the final relation KL and of
+    the fine-tuning train loss; the per-seed average differences; the seed count."""
     seeds = [s for s in a["per_seed"] if s in b["per_seed"]]
     row = {}
-    for key in keys:
+    for key in [*tasks, "average", "distill KL", "train loss"]:
         diffs = [a["per_seed"][s][key] - b["per_seed"][s][key] for s in seeds]
         row[f"{key} diff"] = statistics.mean(diffs)
         row[f"{key} diff sd"] = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
@@ -206,22 +207,21 @@ def paired_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
             continue
         row = {"teacher": moe["teacher"], "variant": moe["variant"] or "base", "size": moe["size"]}
         row["pair"] = f"E={moe['experts']} - dense"
-        rows.append(row | seed_differences(moe, dense, [*tasks, "average", "distill KL", "train loss"]))
+        rows.append(row | seed_differences(moe, dense, tasks))
     return rows
 
 
 def ablation_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
     """Each variant - the base student of the same teacher, size and experts, per seed: what turning a knob
     does to that student (a dense student the variant leaves unchanged is the base one, so it has no row)."""
-    rows = []
+    rows, same = [], ("teacher", "size", "experts")
     for variant in (r for r in runs if r["variant"]):
-        same = ("teacher", "size", "experts")
         base = next((r for r in runs if not r["variant"] and all(r[k] == variant[k] for k in same)), None)
         if base is None or student_kind(base) == student_kind(variant):
             continue
         row = {"teacher": variant["teacher"], "variant": variant["variant"], "size": variant["size"]}
         row["student"] = "dense" if variant["experts"] == 1 else f"E={variant['experts']}"
-        rows.append(row | seed_differences(variant, base, [*tasks, "average", "distill KL", "train loss"]))
+        rows.append(row | seed_differences(variant, base, tasks))
     return rows
 
 
