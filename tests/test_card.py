@@ -4,13 +4,14 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from minimoe import MiniMoEModel
-from minimoe.card import CardInfo, model_card, read_card_meta, write_card
+from minimoe.card import CardInfo, measure_cost, model_card, read_card_meta, write_card
 
 
 def test_student_card_front_matter_and_sections(tiny_config, tmp_path):
     torch.manual_seed(0)
     model = MiniMoEModel(tiny_config(), add_pooling_layer=False)
     info = CardInfo(teacher="all-MiniLM-L6-v2", datasets=["wiki-summaries"], recipe="train:\n  lr: 0.0001\n")
+    info.cost = measure_cost(model)
     write_card(tmp_path, model, info, "runs/x/student")
     meta = read_card_meta(tmp_path)
     assert meta == {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from minimoe.jobs.export import export_onnx, onnx_session, quantize_int8, run_onnx
+from minimoe.exporting import export_onnx, onnx_session, quantize_int8, run_onnx
 from timing import interleaved, median_ms, paired_ratio
 
 from .inference import student_name

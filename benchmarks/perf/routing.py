@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from minimoe.latency import eval_mode
+from minimoe.inference import eval_mode
 from minimoe.modeling import MoEFeedForward, dispatch
 
 CALIBRATION_SEED = 1234  # router-balancing inputs; the timed inputs use other seeds

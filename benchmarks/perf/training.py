@@ -25,9 +25,9 @@ def finetune_cases(p: Preset, vocab_size: int) -> tuple[dict[str, Callable[[], N
     distilled student's, the target) and with random-init routers (uneven groups). Every call also appends the
     seconds of each of FINETUNE_PARTS to parts[case]; params[case] is the model's parameter count (clipping and
     AdamW visit them all, whatever the active FLOPs)."""
-    from minimoe.distill.objectives import TaskObjective
-    from minimoe.distill.trainer import make_optimizer
     from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
+    from minimoe.training.objectives import TaskObjective
+    from minimoe.training.trainer import make_optimizer
 
     L, H, E = p.train_shape
     B = p.train_tokens[0]
@@ -91,11 +91,12 @@ def bench_training(p: Preset) -> dict:
 
     from minimoe.assets.fetch import fetch_teacher
     from minimoe.distill.losses import choose_relation_heads
-    from minimoe.distill.objectives import RelationDistillation
-    from minimoe.distill.teacher_cache import packed_qkv
     from minimoe.distill.teachers import Teacher, load_teacher
-    from minimoe.distill.trainer import make_optimizer
-    from minimoe.jobs.distill import StudentConfig, build_student
+    from minimoe.jobs.distill import StudentConfig, student_config
+    from minimoe.modeling import init_student
+    from minimoe.training.objectives import RelationDistillation
+    from minimoe.training.teacher_cache import packed_qkv
+    from minimoe.training.trainer import make_optimizer
 
     path = fetch_teacher(MINILM)
     teacher = load_teacher(path)  # eager attention, as `minimoe distill` loads it
@@ -106,7 +107,7 @@ def bench_training(p: Preset) -> dict:
     mask = torch.ones_like(ids)
 
     def objective_for(experts: int):
-        student = build_student(teacher, StudentConfig(layers=L, hidden=H, experts=experts), seed=0)
+        student = init_student(student_config(teacher, StudentConfig(layers=L, hidden=H, experts=experts)), seed=0)
         heads = choose_relation_heads(teacher.hidden_size, H, 32)
         objective = RelationDistillation(student, teacher, heads, -1, "head").train()
         optimizer = make_optimizer(objective, 0.01, 1e-4, torch.device("cpu"))

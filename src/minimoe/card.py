@@ -8,12 +8,11 @@ with and without minimoe, as sentence-transformers and the Hugging Face hub card
 from __future__ import annotations
 
 import platform
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
+from huggingface_hub import ModelCard, ModelCardData
 
 from minimoe.flops import count_flops, count_parameters
 from minimoe.latency import measure_latency
@@ -32,15 +31,13 @@ class CardInfo:
     scores: dict[str, float] = field(default_factory=dict)  # dev metrics
     recipe: str = ""  # the job's recipe as YAML
     how: str = ""  # one sentence on how the model was made
+    cost: list[list] = field(default_factory=list)  # measure_cost(model) rows, measured once by the job that saves
 
 
 def read_card_meta(directory: str | Path) -> dict:
     """The YAML front matter of a saved model's card ({} when there is none): provenance for derived models."""
     path = Path(directory) / CARD_FILE
-    if not path.is_file():
-        return {}
-    match = re.match(r"---\n(.*?)\n---\n", path.read_text(), re.DOTALL)
-    return (yaml.safe_load(match.group(1)) or {}) if match else {}
+    return ModelCard.load(path).data.to_dict() if path.is_file() else {}
 
 
 def _architecture(model) -> list[list]:
@@ -57,17 +54,8 @@ def _architecture(model) -> list[list]:
     return rows
 
 
-_COSTS: dict[str, list[list]] = {}  # config JSON -> cost rows: finetune saves each new best of one architecture
-
-
-def _cost(model) -> list[list]:
-    key = model.config.to_json_string()
-    if key not in _COSTS:
-        _COSTS[key] = _measure_cost(model)
-    return _COSTS[key]
-
-
-def _measure_cost(model) -> list[list]:
+def measure_cost(model) -> list[list]:
+    """The card's cost rows: parameters, active parameters, FLOPs and batch-1 latency at up to 128 tokens."""
     T = min(128, getattr(model.config, "max_position_embeddings", 128))  # the paper's length, if the model takes it
     params = count_parameters(model)
     flops = count_flops(model, 1, T)
@@ -130,7 +118,7 @@ def model_card(model, info: CardInfo, directory_name: str = "path/to/model") -> 
         "metrics": [k for k in info.scores if k != "score" and "_" not in k] or None,
         "tags": tags,
     }
-    front = yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False).strip()
+    front = ModelCardData(**{k: v for k, v in meta.items() if v is not None}).to_yaml()
     title = Path(directory_name).name or "model"
     kind = "MiniMoE student (a BERT whose FFNs are mixtures of minimal experts)" if minimoe_model else "encoder"
     parts = [
@@ -139,8 +127,7 @@ def model_card(model, info: CardInfo, directory_name: str = "path/to/model") -> 
         f"A {kind} {info.how or 'saved by minimoe'}.\n",
         "## Architecture\n",
         markdown_rows(["", ""], _architecture(model)) + "\n",
-        "## Cost\n",
-        markdown_rows(["", ""], _cost(model)) + "\n",
+        *(["## Cost\n", markdown_rows(["", ""], info.cost) + "\n"] if info.cost else []),
         "## Training\n",
         markdown_rows(
             ["", ""],
@@ -163,5 +150,5 @@ def model_card(model, info: CardInfo, directory_name: str = "path/to/model") -> 
 def write_card(directory: str | Path, model, info: CardInfo, directory_name: str = "") -> Path:
     """Write README.md (the model card) into a saved model directory."""
     path = Path(directory) / CARD_FILE
-    path.write_text(model_card(model, info, directory_name or str(directory)))
+    ModelCard(model_card(model, info, directory_name or str(directory))).save(path)
     return path

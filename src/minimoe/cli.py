@@ -61,8 +61,8 @@ class Parser(argparse.ArgumentParser):
 
 def run_job(args) -> None:
     """Build the job's config from --config and flags, print it or run it, and print the summary."""
-    from minimoe.distill.trainer import end_distributed
     from minimoe.report import print_summary
+    from minimoe.training.trainer import end_distributed
 
     module = importlib.import_module(f"minimoe.jobs.{args.job_module}")
     cfg = recipe_from_args(getattr(module, args.job_config), args)
@@ -87,7 +87,6 @@ def cmd_convert(args) -> None:
 def cmd_flops(args) -> None:
     from transformers import AutoModel
 
-    import minimoe  # noqa: F401  (registers the Auto classes)
     from minimoe.assets.resolve import load_pretrained
     from minimoe.flops import count_flops, count_parameters, paper_gflops
 

@@ -9,17 +9,22 @@ goes through a hook on the router, so nothing here reimplements the dispatch.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from minimoe.errors import MiniMoEError
-from minimoe.latency import eval_mode
+from minimoe.files import atomic_write_text
+from minimoe.inference import eval_mode
 from minimoe.modeling.moe import MoEFeedForward
+from minimoe.report import markdown_rows, plot_expert_diagnostics
 
 
 def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
@@ -180,3 +185,23 @@ def summary_rows(report: dict) -> tuple[list[str], list[list]]:
             row.append(f"{sum(layer['init_distance']) / len(layer['init_distance']):.3f}")
         rows.append(row)
     return header, rows
+
+
+def inspect_model(
+    model: nn.Module, tokenizer, data: Dataset, collate, out_dir: str | Path, init: nn.Module | None = None, **kw
+) -> dict:
+    """Diagnose `model` on `data`, print the table, write inspect.json and inspect.png under `out_dir`."""
+    device = next(model.parameters()).device
+    loader = DataLoader(data, batch_size=kw.pop("batch_size", 32), shuffle=False, collate_fn=collate)
+    batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in loader]
+    report = diagnose(model, batches, tokenizer, init=init, **kw)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "inspect.json", json.dumps(report, indent=1))
+    plot_expert_diagnostics(report, out / "inspect.png")
+    print(f"\nexpert diagnostics ({report['sequences']} sequences, {report['tokens']} tokens):")
+    print(markdown_rows(*summary_rows(report)))
+    for layer in report["layers"]:
+        tops = "; ".join(f"e{e}: " + " ".join(t for t, _ in toks[:5]) for e, toks in enumerate(layer["top_tokens"]))
+        print(f"layer {layer['layer']} top tokens  {tops}")
+    return report

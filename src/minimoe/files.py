@@ -63,23 +63,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_model(model, tokenizer, path: str | Path, card=None) -> Path:
-    """A complete model directory at `path`, atomically: weights, tokenizer, model card (README.md) and, for
-    MiniMoE models, the remote code that loads it with stock transformers. `card`: a minimoe.card.CardInfo.
-    """
-    from minimoe.card import CardInfo, write_card
-    from minimoe.modeling.portable import write_remote_code
-
-    with atomic_directory(path) as tmp:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if model.config.model_type == "minimoe":
-            write_remote_code(tmp)
-        write_card(tmp, model, card or CardInfo(), directory_name=str(path))
-    return Path(path)
-
-
 def _pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine."""
     try:

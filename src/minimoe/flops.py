@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
-from minimoe.latency import eval_mode
+from minimoe.inference import eval_mode
 from minimoe.modeling.moe import grouped_dispatch
 from minimoe.report import si_count
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from minimoe.card import CardInfo, write_card
+from minimoe.card import CardInfo, measure_cost, write_card
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_directory
 from minimoe.modeling import MiniMoEConfig, MiniMoEModel
@@ -199,5 +199,6 @@ def convert_released(src: str | Path, dst: str | Path, overwrite: bool = False) 
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         write_remote_code(tmp)
-        write_card(tmp, model, CardInfo(how=f"converted from the authors' released checkpoint {src.name}"), str(dst))
+        info = CardInfo(how=f"converted from the authors' released checkpoint {src.name}", cost=measure_cost(model))
+        write_card(tmp, model, info, str(dst))
     return dst

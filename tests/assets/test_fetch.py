@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from minimoe.assets import fetch
-from minimoe.assets.cache import cache_dir
+from minimoe.cache import cache_dir
 from minimoe.data import load_task
 from minimoe.data.corpus import read_documents
 from minimoe.errors import MiniMoEError

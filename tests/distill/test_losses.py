@@ -184,9 +184,10 @@ def test_relation_head_is_initialised_as_in_the_release():
 
 
 def test_relation_dropout_is_optional_and_only_in_training(tiny_teacher_dir):
-    from minimoe.distill.objectives import RelationDistillation
     from minimoe.distill.teachers import load_teacher
-    from minimoe.jobs.distill import DistillConfig, StudentConfig, build_student
+    from minimoe.jobs.distill import DistillConfig, StudentConfig, student_config
+    from minimoe.modeling import init_student
+    from minimoe.training.objectives import RelationDistillation
 
     assert DistillConfig().relation_dropout == 0.0  # the paper does not drop relations; the release does
     teacher = load_teacher(tiny_teacher_dir)
@@ -196,7 +197,9 @@ def test_relation_dropout_is_optional_and_only_in_training(tiny_teacher_dir):
 
     def loss(dropout, train=True):
         torch.manual_seed(0)
-        objective = RelationDistillation(build_student(teacher, shape, 0), teacher, 4, -1, "head", dropout)
+        objective = RelationDistillation(
+            init_student(student_config(teacher, shape), 0), teacher, 4, -1, "head", dropout
+        )
         torch.manual_seed(1)
         return objective.train(train)(ids, mask)["relation_kl"]
 

@@ -8,9 +8,9 @@ from transformers import AutoTokenizer
 
 from minimoe.distill.losses import relation_kl
 from minimoe.distill.teachers import check_tokenizer, load_teacher
-from minimoe.distill.trainer import TrainConfig
 from minimoe.jobs.distill import DistillConfig, StudentConfig
 from minimoe.jobs.distill import run as run_distill
+from minimoe.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration
 

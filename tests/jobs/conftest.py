@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from minimoe import MiniMoEConfig, MiniMoEForSequenceClassification
-from minimoe.files import save_model
+from minimoe.saving import save_model
 
 
 @pytest.fixture(scope="session")

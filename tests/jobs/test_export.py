@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minimoe.cli import main
-from minimoe.jobs.export import ExportConfig, example_inputs, fold_constants, onnx_session, run, run_onnx
+from minimoe.exporting import example_inputs, fold_constants, onnx_session, run_onnx
+from minimoe.jobs.export import ExportConfig, run
 from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification, MiniMoEModel
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,11 @@ import pytest
 
 from minimoe.cli import main
 from minimoe.distill.teachers import load_teacher
-from minimoe.distill.trainer import TrainConfig
-from minimoe.files import save_model
-from minimoe.jobs.distill import DistillConfig, StudentConfig, build_student
+from minimoe.jobs.distill import DistillConfig, StudentConfig, student_config
+from minimoe.modeling import init_student
 from minimoe.recipe import dump_recipe
+from minimoe.saving import save_model
+from minimoe.training.trainer import TrainConfig
 
 
 def fresh_run(teacher_dir, tmp_path, experts=4, init="moefy"):
@@ -18,7 +19,7 @@ def fresh_run(teacher_dir, tmp_path, experts=4, init="moefy"):
 
     shape = StudentConfig(layers=2, hidden=32, heads=4, intermediate=32, experts=experts, init=init)
     cfg = DistillConfig(teacher=str(teacher_dir), student=shape, train=TrainConfig(output_dir=str(tmp_path), seed=3))
-    student = build_student(load_teacher(teacher_dir), shape, seed=3)
+    student = init_student(student_config(load_teacher(teacher_dir), shape), seed=3, init=init)
     save_model(student, AutoTokenizer.from_pretrained(teacher_dir), tmp_path / "student")
     (tmp_path / "recipe.yaml").write_text(dump_recipe(cfg))
     return tmp_path / "student"

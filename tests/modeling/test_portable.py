@@ -10,8 +10,8 @@ import torch
 
 from minimoe import MiniMoEForSequenceClassification
 from minimoe.card import CardInfo
-from minimoe.files import save_model
 from minimoe.modeling.portable import AUTO_MAP, portable_sources
+from minimoe.saving import save_model
 
 # Run where `import minimoe` fails: src off the path and the package blocked in sys.modules.
 NO_MINIMOE = """

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minimoe.assets import parse
-from minimoe.assets.cache import cache_dir, sha256_of
+from minimoe.cache import cache_dir, sha256_of
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_path
 

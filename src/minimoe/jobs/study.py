@@ -14,16 +14,17 @@ from pathlib import Path
 
 from transformers import AutoModelForSequenceClassification
 
-from minimoe.assets.cache import cache_dir
 from minimoe.assets.resolve import load_pretrained
-from minimoe.distill.trainer import TrainConfig, checkpoints
+from minimoe.cache import cache_dir
 from minimoe.errors import RERUN_HINT, MiniMoEError, RecipeChanged, Stopped
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
 from minimoe.latency import measure_latency
+from minimoe.modeling import EXPERT_INITS
 from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
+from minimoe.training.trainer import TrainConfig, checkpoints
 
 
 @dataclass
@@ -134,7 +135,7 @@ def expert_usage(distill_dir: Path) -> dict:
 # a dense student of a variant that only turns them is the base one (run once, paired with every variant).
 KNOBS = {"router_noise": "noise", "balance_coef": "bal", "expert_init": "init", "relation_source": "rel"}
 MOE_KNOBS = ("router_noise", "balance_coef", "expert_init")
-CHOICES = {"expert_init": distill.EXPERT_INITS, "relation_source": ("head", "last_layer")}
+CHOICES = {"expert_init": EXPERT_INITS, "relation_source": ("head", "last_layer")}
 
 
 def student_kind(run: dict) -> tuple:

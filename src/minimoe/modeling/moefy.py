@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from minimoe.errors import MiniMoEError
+from minimoe.modeling.config import MiniMoEConfig
+from minimoe.modeling.encoder import MiniMoEModel
 from minimoe.modeling.moe import MoEFeedForward
 
 
@@ -72,3 +74,21 @@ def moefy_random_init_(model, shared_fraction: float = 2 / 3, generator: torch.G
             dense_in = torch.randn(E * w, H, generator=generator) * std
             dense_out = torch.randn(H, E * w, generator=generator) * std
             moefy_layer_(module, dense_in, torch.zeros(E * w), dense_out, torch.zeros(H), shared_fraction)
+
+
+EXPERT_INITS = ("moefy", "independent")
+
+
+def init_student(config: MiniMoEConfig, seed: int, init: str = "moefy") -> MiniMoEModel:
+    """A randomly initialised MiniMoEModel (no pooler), deterministic in `seed`: experts moefied from one random
+    dense FFN as in the paper ("moefy"), or each drawn alone ("independent").
+
+    `minimoe inspect` rebuilds a distill run's starting point from the saved config and the recipe's seed.
+    """
+    if init not in EXPERT_INITS:
+        raise MiniMoEError(f"student init must be one of {', '.join(EXPERT_INITS)}, got {init!r}")
+    torch.manual_seed(seed)
+    student = MiniMoEModel(config, add_pooling_layer=False)
+    if init == "moefy":
+        moefy_random_init_(student, generator=torch.Generator().manual_seed(seed))
+    return student

@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from minimoe.distill.objectives import RelationDistillation
 from minimoe.distill.teachers import load_teacher
-from minimoe.distill.trainer import TrainConfig, Trainer, checkpoints, latest_checkpoint, param_groups
 from minimoe.errors import MiniMoEError, Stopped
-from minimoe.jobs.distill import StudentConfig, build_student
+from minimoe.jobs.distill import StudentConfig, student_config
+from minimoe.modeling import init_student
+from minimoe.training.objectives import RelationDistillation
+from minimoe.training.trainer import TrainConfig, Trainer, checkpoints, latest_checkpoint, param_groups
 
 
 class RandomIds(Dataset):
@@ -50,9 +51,8 @@ def collate(items):
 
 def objective(teacher_dir, experts=4):
     teacher = load_teacher(teacher_dir)
-    student = build_student(
-        teacher, StudentConfig(layers=2, hidden=32, heads=4, experts=experts, intermediate=32), seed=0
-    )
+    shape = StudentConfig(layers=2, hidden=32, heads=4, experts=experts, intermediate=32)
+    student = init_student(student_config(teacher, shape), seed=0)
     return RelationDistillation(student, teacher, relation_heads=4, teacher_layer=-1, source="head")
 
 

@@ -17,8 +17,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from minimoe.assets.cache import cache_dir, content_key, weights_stamp
 from minimoe.assets.resolve import load_pretrained
+from minimoe.cache import cache_dir, content_key, weights_stamp
 from minimoe.data.encode import TaskDataset
 from minimoe.distill.teachers import Teacher
 from minimoe.errors import MiniMoEError

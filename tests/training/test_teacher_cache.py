@@ -13,22 +13,22 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from minimoe.data.corpus import build_corpus
 from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example, get_task, load_task
-from minimoe.distill import teacher_cache
-from minimoe.distill.objectives import TaskObjective
-from minimoe.distill.teacher_cache import (
+from minimoe.distill.teachers import Teacher, load_teacher
+from minimoe.errors import MiniMoEError
+from minimoe.jobs.distill import DistillConfig, StudentConfig
+from minimoe.jobs.distill import run as run_distill
+from minimoe.jobs.finetune import FinetuneConfig
+from minimoe.jobs.finetune import run as run_finetune
+from minimoe.training import teacher_cache
+from minimoe.training.objectives import TaskObjective
+from minimoe.training.teacher_cache import (
     CachedTeacherCorpus,
     build_teacher_cache,
     cache_key,
     cached_collate,
     teacher_logits,
 )
-from minimoe.distill.teachers import Teacher, load_teacher
-from minimoe.distill.trainer import TrainConfig
-from minimoe.errors import MiniMoEError
-from minimoe.jobs.distill import DistillConfig, StudentConfig
-from minimoe.jobs.distill import run as run_distill
-from minimoe.jobs.finetune import FinetuneConfig
-from minimoe.jobs.finetune import run as run_finetune
+from minimoe.training.trainer import TrainConfig
 
 from ..conftest import WORDS
 
