@@ -14,7 +14,7 @@ import os
 import sys
 
 from minimoe.errors import RERUN_HINT, RESUME_HINT, MiniMoEError, Stopped
-from minimoe.recipe import add_flags, dump_recipe, recipe_from_args
+from minimoe.recipe import add_flags, dump_recipe, join_negative_values, recipe_from_args
 
 # command -> (help, job module, its config class); each module has `run(config)`.
 JOBS = {
@@ -144,7 +144,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     quiet_libraries()
     try:
         args.func(args)

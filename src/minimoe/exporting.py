@@ -15,6 +15,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ from torch import nn
 from minimoe.errors import MiniMoEError
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-EXPORT_DISPATCH = ("masked", "dense")
+ExportDispatch = Literal["masked", "dense"]
+"""Dispatch strategies that trace into an exported graph (see minimoe.modeling.dispatch)."""
 
 
 def export_extra(module: str):

@@ -1,19 +1,21 @@
 """Job configs as recipes: dataclass <-> YAML <-> CLI flags.
 
 A recipe YAML mirrors the job's dataclass; nested dataclasses are nested mappings, and the flag of a nested
-field joins the names with a dot (`--train.lr 1e-4`). Each field's help text is the comment at the end of
-its line in the dataclass, so the code and `--help` cannot drift apart. Recipes shipped with the package
+field joins the names with a dot (`--train.lr 1e-4`). Each field's help text is its attribute docstring (the
+string on the line after it, as litgpt does), so the code and `--help` cannot drift apart; a `Literal[...]` field
+lists its choices, checked here once for YAML and flags alike. Recipes shipped with the package
 (`minimoe/configs/*.yaml`) are found by name: `--config bert-base-minimoe-3L-384H`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import functools
 import inspect
-import io
-import tokenize
+import re
+import textwrap
 import types
 import typing
 from importlib import resources
@@ -24,27 +26,28 @@ import yaml
 from minimoe.errors import MiniMoEError
 
 
-def _field_type(tp):
-    """The scalar type argparse should parse a field with (list[str] -> str with nargs)."""
+def _field_type(tp) -> tuple[type, str | None, tuple | None]:
+    """(scalar type argparse parses, nargs, choices): list[str] -> (str, "+", None), Literal["a", "b"] -> (str, None,
+    ("a", "b")), Optional[T] -> T."""
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        return typing.get_args(tp)[0], "+"
+        return typing.get_args(tp)[0], "+", None
     if origin in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(tp) if a is not type(None)), None
-    return tp, None
+        return next(a for a in typing.get_args(tp) if a is not type(None)), None, None
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        return type(choices[0]), None, choices
+    return tp, None, None
 
 
 @functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """Field name -> the comment that ends its line in the class source (its one-line help)."""
+    """Field name -> its attribute docstring (the string statement right after the field) in the class source."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     docs = {}
-    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline)
-    line_name: dict[int, str] = {}
-    for tok in tokens:
-        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.start[0] not in line_name:
-            line_name[tok.start[0]] = tok.string  # the first name at class-body indent: a field (or a def)
-        elif tok.type == tokenize.COMMENT and tok.start[0] in line_name:
-            docs[line_name[tok.start[0]]] = tok.string.lstrip("# ").strip()
+    for field, doc in zip(body, body[1:]):
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+            docs[field.target.id] = " ".join(str(doc.value.value).split())
     return docs
 
 
@@ -73,19 +76,20 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     )
     parser.add_argument("--print_config", action="store_true", help="print the effective recipe as YAML and exit")
     for name, tp, default, doc in _walk(cls()):
-        scalar, nargs = _field_type(tp)
+        scalar, nargs, choices = _field_type(tp)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         help_text = f"{doc} (default: {shown!s})" if doc else f"(default: {shown!s})"
         help_text = help_text.replace("%", "%%")
         if scalar is bool:
             parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(
-                f"--{name}", type=scalar, nargs=nargs, default=None, help=help_text, metavar=name.split(".")[-1].upper()
-            )
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else name.split(".")[-1].upper()
+            parser.add_argument(f"--{name}", type=scalar, nargs=nargs, default=None, help=help_text, metavar=metavar)
 
 
-def _convert(scalar, nargs, key: str, value, source: str):
+def _convert(scalar, nargs, choices, key: str, value, source: str):
+    if choices and value not in choices:
+        raise MiniMoEError(f"{source}: field {key} must be one of {', '.join(map(str, choices))}, got {value!r}")
     try:
         if nargs:
             return [scalar(v) for v in (value if isinstance(value, list) else [value])]
@@ -136,9 +140,14 @@ def load_recipe(cls, path: str | Path | None = None, overrides: dict | None = No
     if path:
         path = find_recipe(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise MiniMoEError(f"recipe {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         except yaml.YAMLError as err:
-            raise MiniMoEError(f"recipe {path} is not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise MiniMoEError(f"recipe {path} is not valid YAML: {problem}{where}") from None
         if not isinstance(values, dict):
             raise MiniMoEError(f"recipe {path} must hold a mapping of fields")
     for dotted, value in (overrides or {}).items():
@@ -159,3 +168,17 @@ def recipe_from_args(cls, args: argparse.Namespace):
 def dump_recipe(config) -> str:
     """The config as YAML, saved beside every run so it can be repeated."""
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--flag -1e-4` -> `--flag=-1e-4`: argparse reads a negative number in scientific notation as an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_NUMBER.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out

@@ -20,9 +20,12 @@ from minimoe.report import markdown_table, plot_paired_differences
 class CompareConfig:
     """Several studies' MiniMoE - dense differences in one table and plot (`minimoe compare`)."""
 
-    studies: list[str] = field(default_factory=list)  # study output directories (with study.json); NAME=DIR names one
-    output_dir: str = "runs/compare"  # where compare.md and compare.png go
-    target: float = 1.0  # the gain (points) a cell must reach, and exceed twice its seed spread, to count
+    studies: list[str] = field(default_factory=list)
+    """study output directories (with study.json); NAME=DIR names one"""
+    output_dir: str = "runs/compare"
+    """where compare.md and compare.png go"""
+    target: float = 1.0
+    """the gain (points) a cell must reach, and exceed twice its seed spread, to count"""
 
 
 def paired_cells(spec: str) -> list[dict]:

@@ -18,8 +18,10 @@ from minimoe.jobs import study
 class DemoConfig:
     """The demo's two knobs; everything else is the study grid of `study_config`."""
 
-    output_dir: str = "runs/demo"  # where the demo's runs, table and plot go
-    quick: bool = False  # a ~5-minute smoke version instead of the ~24-minute demo
+    output_dir: str = "runs/demo"
+    """where the demo's runs, table and plot go"""
+    quick: bool = False
+    """a ~5-minute smoke version instead of the ~24-minute demo"""
 
 
 def study_config(cfg: DemoConfig) -> study.StudyConfig:

@@ -20,10 +20,11 @@ from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
 from minimoe.modeling import MiniMoEConfig, init_student
+from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
 from minimoe.saving import save_model
-from minimoe.training.objectives import RelationDistillation
+from minimoe.training.objectives import RelationDistillation, RelationSource
 from minimoe.training.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
 from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 
@@ -32,17 +33,24 @@ from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 class StudentConfig:
     """Student shape (the `student:` section); vocabulary and special tokens come from the teacher."""
 
-    layers: int = 3  # transformer layers
-    hidden: int = 384  # hidden size
-    heads: int = 0  # attention heads; 0 = hidden / 32, the paper's head size
-    experts: int = 4  # FFN experts per layer; 1 = a dense (MiniLM-style) student
-    intermediate: int = 0  # FFN width of one expert; 0 = 4 x hidden
-    router_noise: float = 0.1  # uniform noise on the router logits in training (the paper's eps)
-    router_aux_loss_coef: float = 0.01  # weight of the load-balance loss
-    dropout: float = 0.1  # hidden and attention dropout
-    init: str = (
-        "moefy"  # moefy (experts split from one random dense FFN, as the paper) | independent (each drawn alone)
-    )
+    layers: int = 3
+    """transformer layers"""
+    hidden: int = 384
+    """hidden size"""
+    heads: int = 0
+    """attention heads; 0 = hidden / 32, the paper's head size"""
+    experts: int = 4
+    """FFN experts per layer; 1 = a dense (MiniLM-style) student"""
+    intermediate: int = 0
+    """FFN width of one expert; 0 = 4 x hidden"""
+    router_noise: float = 0.1
+    """uniform noise on the router logits in training (the paper's eps)"""
+    router_aux_loss_coef: float = 0.01
+    """weight of the load-balance loss"""
+    dropout: float = 0.1
+    """hidden and attention dropout"""
+    init: ExpertInit = "moefy"
+    """moefy (experts split from one random dense FFN, as the paper) | independent (each drawn alone)"""
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "experts"):
@@ -59,18 +67,26 @@ class StudentConfig:
 class DistillConfig:
     """Task-agnostic MiniLMv2 relation distillation (`minimoe distill`)."""
 
-    teacher: str = "all-MiniLM-L6-v2"  # a packaged teacher name, a hub name or a local directory
-    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])  # packaged corpus names, text files, hf:NAME
-    max_length: int = 128  # tokens per segment pair
-    max_sequences: int = 0  # cap on corpus segment pairs; 0 = all
-    teacher_layer: int = -1  # teacher layer whose Q/K/V relations are distilled (-1 = last)
-    relation_heads: int = 32  # relation heads: the largest divisor of both widths not above this
-    relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
-    relation_dropout: float = 0.0  # dropout on the student's relation probabilities (the release's; not in the paper)
-    cache_teacher: bool = False  # run the teacher once over the corpus and reuse its Q/K/V (many students)
-    inspect_sequences: int = (
-        256  # corpus segment pairs the end-of-run expert diagnostics route (inspect.json/png); 0 = none
-    )
+    teacher: str = "all-MiniLM-L6-v2"
+    """a packaged teacher name, a hub name or a local directory"""
+    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])
+    """packaged corpus names, text files, hf:NAME"""
+    max_length: int = 128
+    """tokens per segment pair"""
+    max_sequences: int = 0
+    """cap on corpus segment pairs; 0 = all"""
+    teacher_layer: int = -1
+    """teacher layer whose Q/K/V relations are distilled (-1 = last)"""
+    relation_heads: int = 32
+    """relation heads: the largest divisor of both widths not above this"""
+    relation_source: RelationSource = "head"
+    """head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)"""
+    relation_dropout: float = 0.0
+    """dropout on the student's relation probabilities (the release's; not in the paper)"""
+    cache_teacher: bool = False
+    """run the teacher once over the corpus and reuse its Q/K/V (many students)"""
+    inspect_sequences: int = 256
+    """corpus segment pairs the end-of-run expert diagnostics route (inspect.json/png); 0 = none"""
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/distill"))
 

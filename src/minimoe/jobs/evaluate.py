@@ -32,19 +32,32 @@ from minimoe.report import markdown_rows
 class EvaluateConfig:
     """Scoring a fine-tuned model (student or teacher) on a task's labelled files (`minimoe evaluate`)."""
 
-    model: str = ""  # a fine-tuned model directory (a student or any HF sequence classifier), or a hub name
-    task: str = ""  # a GLUE or packaged task; with --dev_file/--test_file only a name (default: the file's)
-    data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library
-    dev_file: str = ""  # your own labelled dev file (CSV/TSV/JSONL), read with text_columns and label_column
-    test_file: str = ""  # your own labelled test file (CSV/TSV/JSONL), scored as the split "test"
-    text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of your files
-    label_column: str = "label"  # the label column of your files
-    labels: list[str] = field(default_factory=list)  # label values of your files; empty = the model's label names
-    max_length: int = 128  # tokens per example
-    max_eval_examples: int = 0  # a fixed random subset of each split; 0 = all
-    batch_size: int = 64  # sequences per forward pass
-    output: str = "eval_results.json"  # the metrics JSON file written
-    onnx: str = ""  # score this ONNX export of the model (minimoe export, e.g. --int8) in onnxruntime instead
+    model: str = ""
+    """a fine-tuned model directory (a student or any HF sequence classifier), or a hub name"""
+    task: str = ""
+    """a GLUE or packaged task; with --dev_file/--test_file only a name (default: the file's)"""
+    data_dir: str = ""
+    """GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library"""
+    dev_file: str = ""
+    """your own labelled dev file (CSV/TSV/JSONL), read with text_columns and label_column"""
+    test_file: str = ""
+    """your own labelled test file (CSV/TSV/JSONL), scored as the split "test" """
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])
+    """the 1 or 2 text columns of your files"""
+    label_column: str = "label"
+    """the label column of your files"""
+    labels: list[str] = field(default_factory=list)
+    """label values of your files; empty = the model's label names"""
+    max_length: int = 128
+    """tokens per example"""
+    max_eval_examples: int = 0
+    """a fixed random subset of each split; 0 = all"""
+    batch_size: int = 64
+    """sequences per forward pass"""
+    output: str = "eval_results.json"
+    """the metrics JSON file written"""
+    onnx: str = ""
+    """score this ONNX export of the model (minimoe export, e.g. --int8) in onnxruntime instead"""
 
 
 def run(cfg: EvaluateConfig) -> dict:

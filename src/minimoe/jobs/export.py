@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
 from minimoe.errors import MiniMoEError
 from minimoe.exporting import (
-    EXPORT_DISPATCH,
+    ExportDispatch,
     check_export,
     export_onnx,
     export_program,
@@ -24,32 +25,29 @@ from minimoe.exporting import (
 )
 from minimoe.files import atomic_path
 
-FORMATS = ("onnx", "pt2")
-
 
 @dataclass
 class ExportConfig:
     """What to export, to where, and how."""
 
-    model: str = ""  # the model to export: a saved model directory (minimoe distill/finetune output), name or hub id
-    output: str = ""  # the file to write (e.g. model.onnx or model.pt2)
-    format: str = "onnx"  # onnx (runs in onnxruntime) or pt2 (a torch.export program, torch.export.load)
-    int8: bool = False  # onnx only: dynamic int8 quantisation of every MatMul/Gemm weight (onnxruntime)
-    dispatch: str = "masked"  # experts in the graph: masked (top-1 FLOPs) or dense (static shapes, E x FLOPs)
-    opset: int = 18  # ONNX opset version
-    tolerance: float = 1e-4  # max |exported - PyTorch| on the check inputs (int8 is checked by argmax agreement)
+    model: str = ""
+    """the model to export: a saved model directory (minimoe distill/finetune output), name or hub id"""
+    output: str = ""
+    """the file to write (e.g. model.onnx or model.pt2)"""
+    format: Literal["onnx", "pt2"] = "onnx"
+    """onnx (runs in onnxruntime) or pt2 (a torch.export program, torch.export.load)"""
+    int8: bool = False
+    """onnx only: dynamic int8 quantisation of every MatMul/Gemm weight (onnxruntime)"""
+    dispatch: ExportDispatch = "masked"
+    """experts in the graph: masked (top-1 FLOPs) or dense (static shapes, E x FLOPs)"""
+    opset: int = 18
+    """ONNX opset version"""
+    tolerance: float = 0.0001
+    """max |exported - PyTorch| on the check inputs (int8 is checked by argmax agreement)"""
 
-
-def validate(cfg: ExportConfig) -> None:
-    """One-line errors for bad fields."""
-    if not cfg.model or not cfg.output:
-        raise MiniMoEError("export needs --model (a saved model) and --output (the file to write)")
-    if cfg.format not in FORMATS:
-        raise MiniMoEError(f"export field format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    if cfg.dispatch not in EXPORT_DISPATCH:
-        raise MiniMoEError(f"export field dispatch must be one of {', '.join(EXPORT_DISPATCH)}, got {cfg.dispatch!r}")
-    if cfg.int8 and cfg.format != "onnx":
-        raise MiniMoEError("export field int8 needs --format onnx (int8 is onnxruntime's dynamic quantisation)")
+    def __post_init__(self) -> None:
+        if self.int8 and self.format != "onnx":
+            raise MiniMoEError("export field int8 needs --format onnx (int8 is onnxruntime's dynamic quantisation)")
 
 
 def load_model(name: str) -> nn.Module:
@@ -65,7 +63,8 @@ def load_model(name: str) -> nn.Module:
 
 def run(cfg: ExportConfig) -> dict:
     """Export, write atomically, check against PyTorch on other shapes; returns what was written."""
-    validate(cfg)
+    if not cfg.model or not cfg.output:
+        raise MiniMoEError("export needs --model (a saved model) and --output (the file to write)")
     model = load_model(cfg.model)
     out = Path(cfg.output)
     with atomic_path(out, replace=True) as tmp:

@@ -32,22 +32,38 @@ from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 class FinetuneConfig:
     """Fine-tuning a student or a teacher on a task, with optional logit KD (`minimoe finetune`)."""
 
-    model: str = ""  # a MiniMoE student directory, or any HF encoder (a teacher's own score)
-    task: str = ""  # a GLUE or packaged task (snli, movie-sentiment); with --train_file a name (default: the file's)
-    data_dir: str = ""  # GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library
-    train_file: str = ""  # your own CSV/TSV/JSONL training file (with dev_file, text_columns, label_column, labels)
-    dev_file: str = ""  # your own dev file; empty = evaluate on the training file
-    text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of your files
-    label_column: str = "label"  # the label column of your files
-    labels: list[str] = field(default_factory=list)  # label values of your files, in id order; empty = read them
-    regression: bool = False  # your files' labels are scores to predict (e.g. 1-5 ratings), not classes
-    teacher: str = ""  # a fine-tuned teacher directory for logit KD; empty = no KD
-    kd_alpha: float = 0.5  # weight of the KD loss (the rest is the task loss)
-    kd_temperature: float = 1.0  # softmax temperature of the KD loss
-    max_length: int = 128  # tokens per example
-    max_train_examples: int = 0  # a fixed random subset of the training set; 0 = all
-    max_eval_examples: int = 0  # a fixed random subset of the dev set; 0 = all
-    metric_for_best: str = ""  # dev metric that picks the best checkpoint; empty = the task's main score
+    model: str = ""
+    """a MiniMoE student directory, or any HF encoder (a teacher's own score)"""
+    task: str = ""
+    """a GLUE or packaged task (snli, movie-sentiment); with --train_file a name (default: the file's)"""
+    data_dir: str = ""
+    """GLUE-layout directory; empty = the packaged task's cache; hub = the datasets library"""
+    train_file: str = ""
+    """your own CSV/TSV/JSONL training file (with dev_file, text_columns, label_column, labels)"""
+    dev_file: str = ""
+    """your own dev file; empty = evaluate on the training file"""
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])
+    """the 1 or 2 text columns of your files"""
+    label_column: str = "label"
+    """the label column of your files"""
+    labels: list[str] = field(default_factory=list)
+    """label values of your files, in id order; empty = read them"""
+    regression: bool = False
+    """your files' labels are scores to predict (e.g. 1-5 ratings), not classes"""
+    teacher: str = ""
+    """a fine-tuned teacher directory for logit KD; empty = no KD"""
+    kd_alpha: float = 0.5
+    """weight of the KD loss (the rest is the task loss)"""
+    kd_temperature: float = 1.0
+    """softmax temperature of the KD loss"""
+    max_length: int = 128
+    """tokens per example"""
+    max_train_examples: int = 0
+    """a fixed random subset of the training set; 0 = all"""
+    max_eval_examples: int = 0
+    """a fixed random subset of the dev set; 0 = all"""
+    metric_for_best: str = ""
+    """dev metric that picks the best checkpoint; empty = the task's main score"""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             output_dir="runs/finetune", lr=5e-5, warmup_ratio=0.1, epochs=3.0, grad_clip=1.0, save_every=0

@@ -34,18 +34,26 @@ DEFAULT_CORPUS = "wiki-summaries"
 class InspectConfig:
     """Expert diagnostics of a MiniMoE model on real text (`minimoe inspect`)."""
 
-    model: str = ""  # a MiniMoE model directory: a distilled student (run/student) or a fine-tuned one
-    texts: str = ""  # a text file, one text per line; empty = the packaged wiki-summaries corpus (or --task)
-    task: list[str] = field(default_factory=list)  # tasks whose dev texts to route instead (packaged, or GLUE)
-    data_root: str = ""  # GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks
-    run_dir: str = (
-        ""  # the distill run (its recipe.yaml rebuilds the moefy init); empty = the model's parent if it is one
-    )
-    max_texts: int = 256  # texts routed (a fixed seeded sample)
-    max_length: int = 128  # tokens per text
-    batch_size: int = 32  # texts per forward
-    top_tokens: int = 8  # tokens listed per expert
-    output_dir: str = ""  # where inspect.json and inspect.png go; empty = the model directory
+    model: str = ""
+    """a MiniMoE model directory: a distilled student (run/student) or a fine-tuned one"""
+    texts: str = ""
+    """a text file, one text per line; empty = the packaged wiki-summaries corpus (or --task)"""
+    task: list[str] = field(default_factory=list)
+    """tasks whose dev texts to route instead (packaged, or GLUE)"""
+    data_root: str = ""
+    """GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks"""
+    run_dir: str = ""
+    """the distill run (its recipe.yaml rebuilds the moefy init); empty = the model's parent if it is one"""
+    max_texts: int = 256
+    """texts routed (a fixed seeded sample)"""
+    max_length: int = 128
+    """tokens per text"""
+    batch_size: int = 32
+    """texts per forward"""
+    top_tokens: int = 8
+    """tokens listed per expert"""
+    output_dir: str = ""
+    """where inspect.json and inspect.png go; empty = the model directory"""
 
 
 def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:

@@ -26,13 +26,20 @@ from minimoe.inference import eval_mode
 class PredictConfig:
     """Labelling texts with a fine-tuned model (`minimoe predict`)."""
 
-    model: str = ""  # a fine-tuned model directory (a student or any HF sequence classifier), or a hub name
-    input: str = "-"  # CSV/TSV/JSONL (read text_columns), any other file (one text per line), or - for stdin
-    text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # the 1 or 2 text columns of CSV/TSV/JSONL
-    output: str = "-"  # the predictions, one JSON line per input; - = stdout
-    batch_size: int = 64  # sequences per forward pass
-    max_length: int = 128  # tokens per example (longer ones are truncated)
-    bf16: bool = False  # bfloat16 autocast on the model's device (faster on recent CPUs and GPUs)
+    model: str = ""
+    """a fine-tuned model directory (a student or any HF sequence classifier), or a hub name"""
+    input: str = "-"
+    """CSV/TSV/JSONL (read text_columns), any other file (one text per line), or - for stdin"""
+    text_columns: list[str] = field(default_factory=lambda: ["sentence"])
+    """the 1 or 2 text columns of CSV/TSV/JSONL"""
+    output: str = "-"
+    """the predictions, one JSON line per input; - = stdout"""
+    batch_size: int = 64
+    """sequences per forward pass"""
+    max_length: int = 128
+    """tokens per example (longer ones are truncated)"""
+    bf16: bool = False
+    """bfloat16 autocast on the model's device (faster on recent CPUs and GPUs)"""
 
 
 def prediction(texts: tuple[str, ...], logits: torch.Tensor, id2label: dict[int, str]) -> dict:

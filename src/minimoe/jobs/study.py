@@ -11,6 +11,7 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import get_args
 
 from transformers import AutoModelForSequenceClassification
 
@@ -21,9 +22,10 @@ from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
 from minimoe.latency import measure_latency
-from minimoe.modeling import EXPERT_INITS
+from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
+from minimoe.training.objectives import RelationSource
 from minimoe.training.trainer import TrainConfig, checkpoints
 
 
@@ -31,34 +33,58 @@ from minimoe.training.trainer import TrainConfig, checkpoints
 class StudyConfig:
     """The grid and the budget of every stage."""
 
-    output_dir: str = "runs/study"  # where every stage writes its run directory, and the table and plot
-    teachers: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])  # teachers compared
-    sizes: list[str] = field(default_factory=lambda: ["2L-128H", "4L-192H"])  # student sizes, LAYERSL-HIDDENH
-    experts: list[int] = field(default_factory=lambda: [1, 4])  # experts per student; 1 = dense (MiniLM-style)
-    seeds: list[int] = field(default_factory=lambda: [1, 2])  # seeds of every student (distillation and fine-tuning)
-    tasks: list[str] = field(default_factory=lambda: ["movie-sentiment", "snli"])  # fine-tuning tasks
-    data_root: str = ""  # GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks
-    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])  # distillation corpus (as distill --corpus)
-    max_length: int = 64  # tokens per sequence, distillation and fine-tuning
-    distill_steps: int = 300  # optimizer steps of each distillation
-    distill_sequences: int = 9600  # corpus segment pairs (= distill_steps x 32: one pass, teacher Q/K/V cached once)
-    distill_lr: float = 5e-4  # distillation learning rate
-    relation_heads: int = 32  # MiniLMv2 relation heads (the largest divisor of both widths not above this)
-    train_examples: int = 6000  # training examples per task, the same subset for every model; 0 = all
-    eval_examples: int = 2000  # dev examples per task; 0 = all
-    student_epochs: float = 3.0  # fine-tuning epochs of students
-    student_lr: float = 2e-4  # fine-tuning learning rate of students
-    teacher_epochs: float = 1.0  # fine-tuning epochs of teachers
-    teacher_lr: float = 5e-5  # fine-tuning learning rate of teachers
-    kd_alpha: float = 0.0  # > 0: fine-tune students with logit KD from the fine-tuned teacher
-    measure_latency: bool = True  # time every model at batch 32 x 128 for the table
-    router_noise: float = 0.1  # MiniMoE students' router noise in training (the paper's eps)
-    balance_coef: float = 0.01  # weight of MiniMoE students' load-balance loss
-    expert_init: str = "moefy"  # how MiniMoE students' experts start: moefy (the paper) | independent
-    relation_source: str = "head"  # head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)
-    variants: list[str] = field(
-        default_factory=list
-    )  # ablations run beside the base grid: NAME:KNOB=VALUE[,KNOB=VALUE] over the four knobs above
+    output_dir: str = "runs/study"
+    """where every stage writes its run directory, and the table and plot"""
+    teachers: list[str] = field(default_factory=lambda: ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+    """teachers compared"""
+    sizes: list[str] = field(default_factory=lambda: ["2L-128H", "4L-192H"])
+    """student sizes, LAYERSL-HIDDENH"""
+    experts: list[int] = field(default_factory=lambda: [1, 4])
+    """experts per student; 1 = dense (MiniLM-style)"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    """seeds of every student (distillation and fine-tuning)"""
+    tasks: list[str] = field(default_factory=lambda: ["movie-sentiment", "snli"])
+    """fine-tuning tasks"""
+    data_root: str = ""
+    """GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks"""
+    corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])
+    """distillation corpus (as distill --corpus)"""
+    max_length: int = 64
+    """tokens per sequence, distillation and fine-tuning"""
+    distill_steps: int = 300
+    """optimizer steps of each distillation"""
+    distill_sequences: int = 9600
+    """corpus segment pairs (= distill_steps x 32: one pass, teacher Q/K/V cached once)"""
+    distill_lr: float = 0.0005
+    """distillation learning rate"""
+    relation_heads: int = 32
+    """MiniLMv2 relation heads (the largest divisor of both widths not above this)"""
+    train_examples: int = 6000
+    """training examples per task, the same subset for every model; 0 = all"""
+    eval_examples: int = 2000
+    """dev examples per task; 0 = all"""
+    student_epochs: float = 3.0
+    """fine-tuning epochs of students"""
+    student_lr: float = 0.0002
+    """fine-tuning learning rate of students"""
+    teacher_epochs: float = 1.0
+    """fine-tuning epochs of teachers"""
+    teacher_lr: float = 5e-05
+    """fine-tuning learning rate of teachers"""
+    kd_alpha: float = 0.0
+    """> 0: fine-tune students with logit KD from the fine-tuned teacher"""
+    measure_latency: bool = True
+    """time every model at batch 32 x 128 for the table"""
+    router_noise: float = 0.1
+    """MiniMoE students' router noise in training (the paper's eps)"""
+    balance_coef: float = 0.01
+    """weight of MiniMoE students' load-balance loss"""
+    expert_init: ExpertInit = "moefy"
+    """how MiniMoE students' experts start: moefy (the paper) | independent"""
+    relation_source: RelationSource = "head"
+    """head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)"""
+    variants: list[str] = field(default_factory=list)
+    """ablations run beside the base grid: NAME:KNOB=VALUE[,KNOB=VALUE] over the four knobs above"""
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -135,7 +161,7 @@ def expert_usage(distill_dir: Path) -> dict:
 # a dense student of a variant that only turns them is the base one (run once, paired with every variant).
 KNOBS = {"router_noise": "noise", "balance_coef": "bal", "expert_init": "init", "relation_source": "rel"}
 MOE_KNOBS = ("router_noise", "balance_coef", "expert_init")
-CHOICES = {"expert_init": EXPERT_INITS, "relation_source": ("head", "last_layer")}
+CHOICES = {"expert_init": get_args(ExpertInit), "relation_source": get_args(RelationSource)}
 
 
 def student_kind(run: dict) -> tuple:

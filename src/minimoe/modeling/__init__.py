@@ -4,7 +4,7 @@ from minimoe.modeling.config import MiniMoEConfig
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEModelOutput, MiniMoEPreTrainedModel
 from minimoe.modeling.heads import MiniMoEForSequenceClassification, MiniMoESequenceClassifierOutput
 from minimoe.modeling.moe import MoEFeedForward, load_balance_loss, with_balance_loss
-from minimoe.modeling.moefy import EXPERT_INITS, expert_neurons, init_student, moefy, moefy_layer_, moefy_random_init_
+from minimoe.modeling.moefy import expert_neurons, init_student, moefy, moefy_layer_, moefy_random_init_
 
 __all__ = [
     "MiniMoEConfig",
@@ -13,7 +13,6 @@ __all__ = [
     "MiniMoEModelOutput",
     "MiniMoEPreTrainedModel",
     "MiniMoESequenceClassifierOutput",
-    "EXPERT_INITS",
     "MoEFeedForward",
     "expert_neurons",
     "init_student",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from minimoe.errors import MiniMoEError
@@ -76,17 +78,18 @@ def moefy_random_init_(model, shared_fraction: float = 2 / 3, generator: torch.G
             moefy_layer_(module, dense_in, torch.zeros(E * w), dense_out, torch.zeros(H), shared_fraction)
 
 
-EXPERT_INITS = ("moefy", "independent")
+ExpertInit = Literal["moefy", "independent"]
+"""How a student's experts start: moefied from one random dense FFN (the paper), or each drawn alone."""
 
 
-def init_student(config: MiniMoEConfig, seed: int, init: str = "moefy") -> MiniMoEModel:
+def init_student(config: MiniMoEConfig, seed: int, init: ExpertInit = "moefy") -> MiniMoEModel:
     """A randomly initialised MiniMoEModel (no pooler), deterministic in `seed`: experts moefied from one random
     dense FFN as in the paper ("moefy"), or each drawn alone ("independent").
 
     `minimoe inspect` rebuilds a distill run's starting point from the saved config and the recipe's seed.
     """
-    if init not in EXPERT_INITS:
-        raise MiniMoEError(f"student init must be one of {', '.join(EXPERT_INITS)}, got {init!r}")
+    if init not in get_args(ExpertInit):
+        raise MiniMoEError(f"student init must be one of {', '.join(get_args(ExpertInit))}, got {init!r}")
     torch.manual_seed(seed)
     student = MiniMoEModel(config, add_pooling_layer=False)
     if init == "moefy":

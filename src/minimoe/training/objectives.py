@@ -6,15 +6,17 @@ never hold them.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from minimoe.distill.losses import RelationHead, logit_kd_loss, relation_kl
 from minimoe.distill.teachers import Teacher
-from minimoe.errors import MiniMoEError
 from minimoe.modeling import MiniMoEModel, with_balance_loss
 
-RELATION_SOURCES = ("head", "last_layer")
+RelationSource = Literal["head", "last_layer"]
+"""Where the student's relations come from: the extra Q/K/V projection (the paper) or its last layer's own Q/K/V."""
 
 
 class RelationDistillation(nn.Module):
@@ -26,12 +28,10 @@ class RelationDistillation(nn.Module):
         teacher: Teacher,
         relation_heads: int,
         teacher_layer: int,
-        source: str,
+        source: RelationSource,
         relation_dropout: float = 0.0,
     ):
         super().__init__()
-        if source not in RELATION_SOURCES:
-            raise MiniMoEError(f"relation_source must be one of {RELATION_SOURCES}, got {source!r}")
         self.student = student
         self.relation_head = RelationHead(student.config.hidden_size) if source == "head" else None
         object.__setattr__(self, "teacher", teacher)
