@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
-from minimoe.inference import eval_mode
+from minimoe.inference import device_batches, eval_mode
 from minimoe.modeling.moe import MoEFeedForward
 from minimoe.report import markdown_rows, plot_expert_diagnostics
 
@@ -193,7 +193,7 @@ def inspect_model(
     """Diagnose `model` on `data`, print the table, write inspect.json and inspect.png under `out_dir`."""
     device = next(model.parameters()).device
     loader = DataLoader(data, batch_size=kw.pop("batch_size", 32), shuffle=False, collate_fn=collate)
-    batches = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in loader]
+    batches = list(device_batches(loader, device))
     report = diagnose(model, batches, tokenizer, init=init, **kw)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

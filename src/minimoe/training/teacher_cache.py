@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from minimoe.assets.resolve import load_pretrained
@@ -23,6 +22,7 @@ from minimoe.data.encode import TaskDataset
 from minimoe.distill.teachers import Teacher
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_path
+from minimoe.inference import device_batches
 
 
 def _identity(data: Dataset):
@@ -56,6 +56,13 @@ def check_right_padded(attention_mask: torch.Tensor) -> None:
         )
 
 
+def right_padded(batches):
+    """The batches, each checked on the host (no device sync) to be right-padded."""
+    for batch in batches:
+        check_right_padded(batch["attention_mask"])
+        yield batch
+
+
 @torch.no_grad()
 def build_teacher_cache(
     teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int = 64
@@ -72,10 +79,8 @@ def build_teacher_cache(
             tmp / "qkv.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), 3, teacher.hidden_size)
         )
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
-        device, row = teacher.device, 0
-        for batch in tqdm(loader, desc="teacher Q/K/V cache", unit="batch"):
-            check_right_padded(batch["attention_mask"])
-            batch = {k: v.to(device) for k, v in batch.items()}
+        row = 0
+        for batch in device_batches(right_padded(loader), teacher.device, drop=(), desc="teacher Q/K/V cache"):
             qkv = packed_qkv(teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer)
             for seq in qkv.cpu():  # [T, 3, H]
                 store[offsets[row] : offsets[row + 1]] = seq[: lengths[row]].numpy()
@@ -168,8 +173,7 @@ def teacher_logits(
     model = model.to(accelerator.device).eval()
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     chunks = []
-    for batch in loader:
-        inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+    for inputs in device_batches(loader, accelerator.device, desc="teacher logits"):
         with accelerator.autocast():
             chunks.append(model(**inputs).logits.float().cpu())  # [b, C]
     logits = torch.cat(chunks)  # [N, C]
