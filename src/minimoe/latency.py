@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -11,17 +12,33 @@ from minimoe.inference import eval_mode
 
 
 @torch.no_grad()
-def measure_latency(model, batch_size: int = 32, seq_len: int = 128, repeats: int = 5, warmup: int = 2) -> float:
-    """Median wall time in ms of one eval forward on random full-length ids [batch_size, seq_len]."""
-    vocab = model.config.vocab_size
-    device = next(model.parameters()).device
-    ids = torch.randint(5, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
-    mask = torch.ones_like(ids)
-    times = []
-    with eval_mode(model):
+def measure_latencies(
+    models: list, batch_size: int = 32, seq_len: int = 128, repeats: int = 5, warmup: int = 2
+) -> list[float]:
+    """Median wall time in ms of one eval forward of each model on random full-length ids [batch_size, seq_len].
+
+    The models take turns within each round, so a machine that slows down or speeds up during the measurement
+    shifts them all alike and their ratios hold (as the benchmarks measure).
+    """
+    inputs = []
+    for model in models:
+        device = next(model.parameters()).device
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, model.config.vocab_size, (batch_size, seq_len), generator=g).to(device)  # [B, T]
+        inputs.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    times: list[list[float]] = [[] for _ in models]
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(eval_mode(model))
         for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+            for model, batch, log in zip(models, inputs, times):
+                start = time.perf_counter()
+                model(**batch)
+                if i >= warmup:
+                    log.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(log) for log in times]
+
+
+def measure_latency(model, batch_size: int = 32, seq_len: int = 128, repeats: int = 5, warmup: int = 2) -> float:
+    """Median wall time in ms of one eval forward of `model` (see measure_latencies)."""
+    return measure_latencies([model], batch_size, seq_len, repeats, warmup)[0]

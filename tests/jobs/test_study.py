@@ -6,8 +6,8 @@ import pytest
 
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.jobs.study import (
+    Study,
     StudyConfig,
-    _once,
     ablation_differences,
     final_train_loss,
     kl_at_marks,
@@ -91,24 +91,29 @@ def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):
     assert final_train_loss(tmp_path / "absent") != final_train_loss(tmp_path / "absent")  # nan
 
 
-def test_a_half_done_stage_from_another_recipe_names_the_stage_not_a_trainer_flag(tmp_path):
+def test_a_half_done_stage_from_another_recipe_names_the_stage_not_a_trainer_flag(tmp_path, capsys):
     def stage():
         raise RecipeChanged("cannot resume ...; pass --train.force_resume", "train.lr: 0.001 -> 0.002")
 
-    with pytest.raises(MiniMoEError, match="stage was started under another recipe") as err:
-        _once(tmp_path / "stage" / "results.json", stage)
+    study = Study(StudyConfig(output_dir=str(tmp_path)))
+    name = study.stages[0]
+    with pytest.raises(MiniMoEError, match=f"{name} was started under another recipe") as err:
+        study.stage(name, "fine-tune the teacher", "results.json", stage)
     assert "train.lr: 0.001 -> 0.002" in str(err.value) and "force_resume" not in str(err.value)
-    (tmp_path / "stage").mkdir()
-    (tmp_path / "stage" / "results.json").write_text('{"score": 1}')
-    assert _once(tmp_path / "stage" / "results.json", stage) == {"score": 1}  # a finished stage is not rerun
+    assert f"== stage 1/{len(study.stages)}: fine-tune the teacher (elapsed " in capsys.readouterr().out
+    (tmp_path / name).mkdir(parents=True)
+    (tmp_path / name / "results.json").write_text('{"score": 1}')
+    assert study.stage(name, "x", "results.json", stage) == {"score": 1}  # a finished stage is not rerun
+    assert "(done, kept)" in capsys.readouterr().out
 
 
 def test_a_stopped_stage_tells_to_rerun_the_study_not_a_trainer_flag(tmp_path):
     def stage():
         raise Stopped("stopped by SIGTERM at step 7: checkpoint saved in ckpt/step-7")
 
+    study = Study(StudyConfig(output_dir=str(tmp_path)))
     with pytest.raises(Stopped) as err:
-        _once(tmp_path / "stage" / "results.json", stage)
+        study.stage(study.stages[0], "x", "results.json", stage)
     message = str(err.value)
     assert "step 7" in message and "rerun the same command" in message and "--train" not in message
 
@@ -131,7 +136,7 @@ def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
 
 
 @pytest.mark.slow
-def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
+def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
     task = tmp_path / "data" / "sst2"
     task.mkdir(parents=True)
@@ -157,13 +162,18 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
         teacher_epochs=1,
         kd_alpha=0.5,
         relation_heads=2,
-        measure_latency=False,
+        measure_latency=True,
         variants=["nonoise:router_noise=0"],
     )
     rows = run_study(cfg)
+    headings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("== stage ")]
+    assert len(headings) == 13 and headings[0].startswith("== stage 1/13: fine-tune ")  # 1 + 4 x 2 + 2 x 2 stages
+    assert "stage 2/13: distil 1L-32H dense, seed 1 (elapsed " in headings[1] and "ETA" in headings[1]
+    assert "stage 13/13: fine-tune " in headings[-1] and "-noise0.0-s2 on sst2" in headings[-1]
     models = ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
     assert [r["model"] for r in rows] == models  # the variant's dense student is the base one, run once
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
+    assert all(r["ms @32x128"] > 0 for r in rows)  # timed once the grid is done, every model in the same rounds
     assert "distill KL" not in rows[0] and all(0 < r["distill KL"] < 10 for r in rows[1:])
     assert all(0 < r["train loss"] < 10 for r in rows[1:])
     assert rows[2]["params (M)"] > rows[1]["params (M)"] and rows[2]["paper GMACs"] == pytest.approx(
@@ -194,5 +204,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     assert json.loads(summary.read_text())["relation_heads"] == 2
     stamp = summary.stat().st_mtime_ns
     again = run_study(cfg)  # every stage is found done
+    kept = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.endswith("(done, kept)")}
+    assert kept == {f"stage {i}/13" for i in range(1, 14)}
     assert summary.stat().st_mtime_ns == stamp
     assert json.loads((out / "study.json").read_text())["rows"] == json.loads(json.dumps(again))

@@ -7,8 +7,10 @@ the grid is rerun, so an interrupted study resumes where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -21,7 +23,7 @@ from minimoe.errors import RERUN_HINT, MiniMoEError, RecipeChanged, Stopped
 from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.jobs import distill, finetune
-from minimoe.latency import measure_latency
+from minimoe.latency import measure_latencies
 from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
@@ -74,7 +76,7 @@ class StudyConfig:
     kd_alpha: float = 0.0
     """> 0: fine-tune students with logit KD from the fine-tuned teacher"""
     measure_latency: bool = True
-    """time every model at batch 32 x 128 for the table"""
+    """time every model at batch 32 x 128 for the table (once the grid is done, the models taking turns)"""
     router_noise: float = 0.1
     """MiniMoE students' router noise in training (the paper's eps)"""
     balance_coef: float = 0.01
@@ -85,6 +87,17 @@ class StudyConfig:
     """head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)"""
     variants: list[str] = field(default_factory=list)
     """ablations run beside the base grid: NAME:KNOB=VALUE[,KNOB=VALUE] over the four knobs above"""
+
+
+def clock(seconds: float) -> str:
+    """1h02m, 5m12s or 40s."""
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def kind_name(experts: int) -> str:
+    """dense or MiniMoE E=4."""
+    return "dense" if experts == 1 else f"MiniMoE E={experts}"
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -252,27 +265,51 @@ def ablation_differences(runs: list[dict], tasks: list[str]) -> list[dict]:
     return rows
 
 
-def _once(results_file: Path, run) -> dict:
-    """Run a stage unless its results file exists. A stop or a half-done stage from another recipe gets a
-    study-level message (the trainer's names trainer flags, which `minimoe study` does not take)."""
-    if results_file.is_file():
-        return json.loads(results_file.read_text())
-    try:
-        return run()
-    except Stopped as e:
-        raise Stopped(e.detail, RERUN_HINT) from None
-    except RecipeChanged as e:
-        raise MiniMoEError(
-            f"{results_file.parent} was started under another recipe ({e.diff}); rerun the study with its "
-            f"original settings, or delete that directory to redo the stage"
-        ) from None
-
-
 class Study:
     """Runs the grid of a `StudyConfig` stage by stage."""
 
     def __init__(self, cfg: StudyConfig):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
+        self.stages = self.plan()
+        self.started, self.ran = time.monotonic(), 0
+
+    def plan(self) -> list[str]:
+        """Every stage's directory, in the order run() reaches it (a dense student shared by variants once)."""
+        names = []
+        for teacher in self.cfg.teachers:
+            names += [f"{short(teacher)}/teacher-{task}" for task in self.cfg.tasks]
+            for _, settings in parse_variants(self.cfg):
+                for size, experts, seed in itertools.product(self.cfg.sizes, self.cfg.experts, self.cfg.seeds):
+                    base = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}"
+                    names += [f"{base}/distill", *(f"{base}/finetune-{task}" for task in self.cfg.tasks)]
+        return list(dict.fromkeys(names))
+
+    def stage(self, name: str, what: str, results_file: str, run) -> dict:
+        """Run a stage unless its results file exists, under a heading with its position and the grid's ETA.
+
+        A stop or a half-done stage from another recipe gets a study-level message (the trainer's names trainer
+        flags, which `minimoe study` does not take).
+        """
+        done = self.out / name / results_file
+        heading = f"stage {self.stages.index(name) + 1}/{len(self.stages)}: {what}"
+        if done.is_file():
+            print(f"{heading} (done, kept)", flush=True)
+            return json.loads(done.read_text())
+        left = len(self.stages) - self.stages.index(name)
+        elapsed = time.monotonic() - self.started
+        eta = f", ETA {clock(elapsed / self.ran * left)}" if self.ran else ""
+        print(f"\n== {heading} (elapsed {clock(elapsed)}{eta}) ==", flush=True)
+        try:
+            result = run()
+        except Stopped as e:
+            raise Stopped(e.detail, RERUN_HINT) from None
+        except RecipeChanged as e:
+            raise MiniMoEError(
+                f"{done.parent} was started under another recipe ({e.diff}); rerun the study with its "
+                f"original settings, or delete that directory to redo the stage"
+            ) from None
+        self.ran += 1
+        return result
 
     def train_config(self, name: str, **kw) -> TrainConfig:
         """A stage's training settings; a stage stopped mid-way (SIGTERM, a kill) resumes from its last checkpoint."""
@@ -308,7 +345,8 @@ class Study:
                 save_every=100,
             ),
         )
-        _once(self.out / name / "summary.json", lambda: distill.run(cfg))
+        what = f"distil {size} {kind_name(experts)}{run_tag(settings, experts)}, seed {seed}"
+        self.stage(name, what, "summary.json", lambda: distill.run(cfg))
         return self.out / name / "student"
 
     def finetune(self, model: str, name: str, task: str, seed: int, teacher_dir: str = "") -> dict:
@@ -333,7 +371,8 @@ class Study:
                 epochs=self.cfg.teacher_epochs if is_teacher else self.cfg.student_epochs,
             ),
         )
-        return _once(self.out / f"{name}-{task}" / "results.json", lambda: finetune.run(cfg))
+        what = f"fine-tune {model if is_teacher else name.removesuffix('/finetune')} on {task}"
+        return self.stage(f"{name}-{task}", what, "results.json", lambda: finetune.run(cfg))
 
     def describe(self, model_dir: str) -> dict:
         """Params, active params, FLOPs (measured and the paper's convention) and latency, measured here."""
@@ -349,8 +388,6 @@ class Study:
             "GFLOPs": flops.gflops,
             "paper GMACs": flops.paper_gmacs,
         }
-        if self.cfg.measure_latency:
-            cost["ms @32x128"] = measure_latency(model, 32, seq)
         atomic_write_text(cache, json.dumps(cost))
         return cost
 
@@ -375,17 +412,18 @@ class Study:
         """Every stage of the grid, then the tables (mean and spread over seeds; paired differences) and plots."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "study.yaml").write_text(dump_recipe(self.cfg))
-        rows, runs, seen = [], [], set()
+        rows, runs, seen, dirs = [], [], set(), []
         for teacher in self.cfg.teachers:
             teacher_scores, teacher_dir = {}, {}
             for task in self.cfg.tasks:
                 result = self.finetune(teacher, f"{short(teacher)}/teacher", task, seed=self.cfg.seeds[0])
                 teacher_scores[task], teacher_dir[task] = [100 * result["best"]["score"]], result["best_dir"]
             rows.append(self.row(teacher, "teacher", teacher_scores, teacher_dir[self.cfg.tasks[0]]))
+            dirs.append(teacher_dir[self.cfg.tasks[0]])
             for variant, settings in parse_variants(self.cfg):
                 for size in self.cfg.sizes:
                     for experts in self.cfg.experts:
-                        kind = "dense" if experts == 1 else f"MiniMoE E={experts}"
+                        kind = kind_name(experts)
                         run = self.student_runs(teacher, size, experts, settings, teacher_dir)
                         runs.append(
                             {"teacher": short(teacher), "variant": variant, "size": size, "experts": experts}
@@ -403,9 +441,20 @@ class Study:
                             if all(k in s for s in seeds)
                         }
                         rows.append(self.row(teacher, runs[-1]["label"], scores, run["best_dir"]) | extra)
+                        dirs.append(run["best_dir"])
         self.add_relative(rows)
+        if self.cfg.measure_latency:
+            self.add_latency(rows, dirs)
         self.write(rows, runs)
         return rows
+
+    def add_latency(self, rows: list[dict], dirs: list[str]) -> None:
+        """'ms @32x128': every row's model timed once the grid is done, in interleaved rounds (paired, as the
+        benchmarks measure), so a busy moment of the machine does not land on one model only."""
+        models = [load_pretrained(AutoModelForSequenceClassification, d) for d in dirs]
+        seq = min(128, *(m.config.max_position_embeddings for m in models))
+        for row, ms in zip(rows, measure_latencies(models, 32, seq, repeats=7)):
+            row["ms @32x128"] = ms
 
     def row(self, teacher: str, model: str, scores: dict[str, list[float]], model_dir: str) -> dict:
         """One table row: cost of the model, per-task mean (and std over seeds), average."""
