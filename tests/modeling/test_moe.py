@@ -1,5 +1,5 @@
-"""The MoE FFN: every dispatch strategy equals a naive masked loop, cached inference weight layouts, E=1 is a
-dense FFN, balance loss, router noise."""
+"""The MoE FFN: every dispatch strategy equals a naive masked loop, evaluation after in-place weight updates reads
+the current weights, E=1 is a dense FFN, balance loss, router noise."""
 
 import pytest
 import torch
@@ -89,7 +89,7 @@ def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypa
 
 @pytest.mark.parametrize("path", list(dispatch.DISPATCH))
 @pytest.mark.parametrize("bf16", [False, True])
-def test_inference_layouts_match_autograd_path_and_follow_weight_changes(tiny_config, path, bf16):
+def test_inference_matches_the_autograd_path(tiny_config, path, bf16):
     ffn = make_ffn(tiny_config, router_noise=0.0, expert_dispatch=path).eval()
     h = torch.randn(3, 7, 32)
 
@@ -97,15 +97,42 @@ def test_inference_layouts_match_autograd_path_and_follow_weight_changes(tiny_co
         with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return ffn(h)[0].float()
 
-    torch.testing.assert_close(forward(False), forward(True).detach())  # cached copies vs parameter views
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    cached = ffn._layouts[dtype][1]
-    assert cached[0].dtype == dtype and cached[0].shape == (4, 48, 32) and cached[0].mT.is_contiguous()
-    forward(False)
-    assert ffn._layouts[dtype][1][0] is cached[0]  # reused while the weights are unchanged
-    with torch.no_grad():
-        ffn.w_out.mul_(2.0)  # an in-place change (an optimizer step, load_state_dict) invalidates the copy
     torch.testing.assert_close(forward(False), forward(True).detach())
+
+
+UPDATES = {  # an in-place change of every parameter after an evaluation: optimizers, then a `p.data` edit
+    "adamw_fused": lambda params: torch.optim.AdamW(params, lr=1e-2, fused=True),  # the trainer's optimizer
+    "adamw_foreach": lambda params: torch.optim.AdamW(params, lr=1e-2, foreach=True),
+    "adamw_for_loop": lambda params: torch.optim.AdamW(params, lr=1e-2, foreach=False),
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.1),
+    "p.data": None,
+}
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("experts", [1, 4])
+@pytest.mark.parametrize("update", list(UPDATES))
+def test_eval_after_an_in_place_update_reads_the_current_weights(tiny_config, update, experts, bf16):
+    ffn = make_ffn(tiny_config, num_experts=experts, router_noise=0.0)
+    h = torch.randn(3, 7, 32)
+
+    def evaluate(model: MoEFeedForward) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model.eval()(h)[0].float()
+
+    before = evaluate(ffn)
+    if UPDATES[update] is None:
+        for p in ffn.parameters():
+            p.data.mul_(1.01)
+    else:
+        optimizer = UPDATES[update](ffn.parameters())
+        ffn.train()(h)[0].pow(2).sum().backward()
+        optimizer.step()
+    fresh = MoEFeedForward(tiny_config(num_experts=experts, router_noise=0.0))
+    fresh.load_state_dict(ffn.state_dict())
+    after = evaluate(ffn)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, evaluate(fresh), rtol=0, atol=1e-6)
 
 
 def test_unknown_dispatch_is_a_config_error(tiny_config):

@@ -14,9 +14,9 @@ chosen expert index [N] to the experts' outputs [N, H], with the same outputs an
   and an [E, N, 4H] activation; an export fallback, not an eager path.
 
 `padded` and `grouped` read the group sizes on the host once per layer (`counts.max()` / `counts.tolist()`);
-on CPU that is a few microseconds, not a device sync. In inference (no autograd) the expert weights are
-read from `MoEFeedForward.weights`, a cached copy in the compute dtype whose transpose is contiguous
-(what the GEMM library wants); with autograd they are the parameters themselves.
+on CPU that is a few microseconds, not a device sync. The expert weights are the parameters themselves
+(`MoEFeedForward.weights`), in inference too: a cached copy could go stale (benchmarks/weight_cache.py
+measures what one would save).
 """
 
 from __future__ import annotations
@@ -51,10 +51,7 @@ class Permute(torch.autograd.Function):
 
 
 def experts_pair(act: Callable, x: torch.Tensor, w_in, b_in, w_out, b_out) -> torch.Tensor:
-    """act(x W_in^T + b_in) W_out^T + b_out: x [E, C, H] with stacked weights [E, out, in], or x [C, H] with one.
-
-    The batched matmuls read W^T; in inference `MoEFeedForward.weights` stores W so that W^T is contiguous.
-    """
+    """act(x W_in^T + b_in) W_out^T + b_out: x [E, C, H] with stacked weights [E, out, in], or x [C, H] with one."""
     if x.dim() == 2:
         return F.linear(act(F.linear(x, w_in, b_in)), w_out, b_out)  # [C, H]
     inner = act(torch.baddbmm(b_in.unsqueeze(1), x, w_in.mT))  # [E, C, I]
@@ -71,7 +68,7 @@ def padded(ffn, x: torch.Tensor, index: torch.Tensor, counts: torch.Tensor | Non
     rank = F.one_hot(index, E).cumsum(0).gather(1, index.unsqueeze(1)).squeeze(1) - 1  # [N]
     slot = index * C + rank  # [N] row of each token in the padded [E * C] layout
     groups = x.new_zeros(E * C, H).index_copy(0, slot, x).view(E, C, H)  # [E, C, H]
-    out = experts_pair(ffn.act, groups, *ffn.weights(x))  # [E, C, H]
+    out = experts_pair(ffn.act, groups, *ffn.weights())  # [E, C, H]
     return out.view(E * C, H).index_select(0, slot)  # [N, H]; padded rows never read, so no gradient
 
 
@@ -86,7 +83,7 @@ def grouped(ffn, x: torch.Tensor, index: torch.Tensor, counts: torch.Tensor | No
     order = index.argsort(stable=True)  # [N]
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
-    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in, b_in, w_out, b_out)
+    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights())))  # E x (w_in, b_in, w_out, b_out)
     groups = Permute.apply(x, order, inverse).split(counts.tolist())  # E x [n_e, H]
     y_sorted = torch.cat([experts_pair(ffn.act, g, *per_expert[e]) for e, g in enumerate(groups)])  # [N, H]
     return Permute.apply(y_sorted, inverse, order)  # [N, H]
@@ -104,14 +101,14 @@ def auto(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def dense(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Every expert on every token, then each token's own expert row: static shapes, E x the expert FLOPs."""
     E, (N, H) = ffn.num_experts, x.shape
-    out = experts_pair(ffn.act, x.unsqueeze(0).expand(E, N, H), *ffn.weights(x))  # [E, N, H]
+    out = experts_pair(ffn.act, x.unsqueeze(0).expand(E, N, H), *ffn.weights())  # [E, N, H]
     return out.gather(0, index.view(1, N, 1).expand(1, N, H)).squeeze(0)  # [N, H]
 
 
 def masked(ffn, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Per expert: its tokens' rows (nonzero of a mask), the expert, the rows written back (index_copy)."""
     y = torch.zeros_like(x)  # [N, H]
-    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights(x))))  # E x (w_in, b_in, w_out, b_out)
+    per_expert = list(zip(*(w.unbind(0) for w in ffn.weights())))  # E x (w_in, b_in, w_out, b_out)
     for e, weights in enumerate(per_expert):
         rows = (index == e).nonzero().squeeze(1)  # [n_e]
         y = y.index_copy(0, rows, experts_pair(ffn.act, x.index_select(0, rows), *weights))  # [N, H]

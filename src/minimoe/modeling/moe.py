@@ -42,30 +42,14 @@ class MoEFeedForward(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.expert_dispatch = config.expert_dispatch
-        self._layouts: dict[torch.dtype, tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # dtype -> (key, weights)
 
-    def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W_in [E, I, H], b_in [E, I], W_out [E, H, I], b_out [E, H]) for the matmuls on input x.
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stacked expert parameters (W_in [E, I, H], b_in [E, I], W_out [E, H, I], b_out [E, H]).
 
-        With autograd: the parameters. In inference: copies in the compute dtype (bf16 under bf16 autocast)
-        stored transposed (W.mT contiguous, as the batched matmuls read it), cached per dtype and rebuilt when
-        a parameter is replaced or changed in place (its storage or version counter moves). Costs one extra
-        copy of the expert weights in memory.
+        The parameters themselves in training and in inference, never a cached copy: fused AdamW and `p.data`
+        edits change parameters in place without a trace a cache could key on, so a copy would go stale.
         """
-        params = (self.w_in, self.b_in, self.w_out, self.b_out)
-        if (torch.is_grad_enabled() and self.w_in.requires_grad) or torch.compiler.is_compiling():
-            return params
-        autocast = torch.is_autocast_enabled(x.device.type)
-        dtype = torch.get_autocast_dtype(x.device.type) if autocast else self.w_in.dtype
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = self._layouts.get(dtype)
-        if cached is None or cached[0] != key:
-            layout = tuple(
-                p.detach().to(dtype).mT.contiguous().mT if p.dim() == 3 else p.detach().to(dtype) for p in params
-            )
-            cached = (key, layout)
-            self._layouts[dtype] = cached
-        return cached[1]
+        return self.w_in, self.b_in, self.w_out, self.b_out
 
     def expert(self, x: torch.Tensor, e: int) -> torch.Tensor:
         """Expert e on tokens x [n, H] -> [n, H]."""
@@ -88,7 +72,7 @@ class MoEFeedForward(nn.Module):
         B, T, H = h.shape
         x = h.reshape(B * T, H)  # [N, H]
         if self.router is None:
-            y = experts_pair(self.act, x, *(w[0] for w in self.weights(x)))  # [N, H]
+            y = experts_pair(self.act, x, *(w[0] for w in self.weights()))  # [N, H]
             return self.LayerNorm(h + self.dropout(y).view(B, T, H)), None
         logits, index, gate = self.route(x)
         y = self.dropout(self.dispatch(x, index))  # [N, H]
