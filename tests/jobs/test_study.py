@@ -1,10 +1,14 @@
-"""The study grid on tiny models: every cell runs, the table has mean and spread, a rerun resumes."""
+"""The study grid on tiny models: every cell runs, the table has mean and spread, a rerun resumes, every score is
+what `minimoe evaluate` gives the stage's best model."""
 
 import json
+import random
 
 import pytest
 
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
+from minimoe.jobs.evaluate import EvaluateConfig
+from minimoe.jobs.evaluate import run as run_evaluate
 from minimoe.jobs.study import (
     Study,
     StudyConfig,
@@ -17,6 +21,7 @@ from minimoe.jobs.study import (
     run_tag,
 )
 from minimoe.jobs.study import run as run_study
+from minimoe.report import read_metrics
 
 
 def test_parse_size():
@@ -208,3 +213,60 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     assert kept == {f"stage {i}/13" for i in range(1, 14)}
     assert summary.stat().st_mtime_ns == stamp
     assert json.loads((out / "study.json").read_text())["rows"] == json.loads(json.dumps(again))
+
+
+def sts_task(directory, seed: int) -> None:
+    """An STS-B-layout regression task in the tiny teacher's words: the score (0-5) counts the sentences holding a "yes"
+    cue word, give or take 0.5. Pearson is continuous: a model that differs scores differently."""
+    rng = random.Random(seed)
+    filler = "the a of and to in is was for on that with as by at from".split()
+    cues = (["war", "river", "north", "south"], ["new", "known", "large", "found"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 160), ("dev", 48)):
+        rows = ["sentence1\tsentence2\tscore"]
+        for _ in range(n):
+            kinds = rng.randint(0, 1), rng.randint(0, 1)
+            pair = [" ".join([rng.choice(filler), rng.choice(cues[k]), rng.choice(filler)]) for k in kinds]
+            rows.append(f"{pair[0]}\t{pair[1]}\t{2.5 * sum(kinds) + rng.uniform(-0.5, 0.5):.2f}")
+        (directory / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_every_stage_score_is_what_evaluate_gives_its_best_model(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
+    """Stages evaluate once per epoch and AdamW steps in place (fused): the table holds what best/ scores."""
+    monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
+    sts_task(tmp_path / "data" / "stsb", seed=0)
+    cfg = StudyConfig(
+        output_dir=str(tmp_path / "study"),
+        teachers=[str(tiny_teacher_dir)],
+        sizes=["1L-32H"],
+        experts=[1, 4],
+        seeds=[1],
+        tasks=["stsb"],
+        data_root=str(tmp_path / "data"),
+        corpus=[str(tiny_corpus)],
+        max_length=24,
+        distill_steps=3,
+        distill_sequences=24,
+        train_examples=0,
+        eval_examples=0,
+        student_epochs=8,
+        student_lr=1e-2,
+        teacher_epochs=8,
+        teacher_lr=1e-2,
+        relation_heads=2,
+        measure_latency=False,
+    )
+    rows = run_study(cfg)
+    stages = tmp_path / "study" / tiny_teacher_dir.name
+    evaluated = []
+    for stage in ("teacher-stsb", "1L-32H-E1-s1/finetune-stsb", "1L-32H-E4-s1/finetune-stsb"):
+        scores = [m["eval/score"] for m in read_metrics(stages / stage / "metrics.jsonl") if "eval/score" in m]
+        assert len(scores) == 8 and max(scores) > scores[0]  # one per epoch; the best after the first
+        data = str(tmp_path / "data" / "stsb")
+        config = EvaluateConfig(
+            str(stages / stage / "best"), "stsb", data, max_length=24, output=str(tmp_path / "e.json")
+        )
+        evaluated.append(100 * run_evaluate(config)["score"])
+    assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
+    assert [r["stsb"] for r in rows] == evaluated
