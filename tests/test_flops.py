@@ -95,9 +95,9 @@ def test_padded_dispatch_rows_are_not_counted_as_model_flops():
     moe = model(4)
     ffns = [m for m in moe.modules() if isinstance(m, MoEFeedForward)]
     for ffn in ffns:
-        ffn.dispatch_mode = "padded"  # always pad to the largest group when running
+        ffn.expert_dispatch = "padded"  # always pad to the largest group when running
     assert count_flops(moe, B, T).total == pytest.approx(analytic_flops(moe.config, B, T), rel=0.01)
-    assert all(ffn.dispatch_mode == "padded" for ffn in ffns)  # restored after counting
+    assert all(ffn.expert_dispatch == "padded" for ffn in ffns)  # restored after counting
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def doc_header(perf: dict) -> list[str]:
         f"router biases moved (bias -= {rb['lr']} x (fraction routed to e - 1/E), at most {rb['max_steps']} steps, "
         f"on {cal['batch']} x {cal['seq']} random ids with seed {cal['seed']}, not the timed inputs), as "
         "auxiliary-loss-free load balancing does: parameters and FLOPs unchanged.",
-        '- **grouped dispatch (before the fix)**: the same balanced student with `dispatch_mode = "grouped"`, which '
+        '- **grouped dispatch (before the fix)**: the same balanced student with `expert_dispatch = "grouped"`, which '
         "forces one matmul pair per expert group, the previous dispatch.",
         "- **random routers**: the random-init student as is, current dispatch.",
         "",

@@ -107,5 +107,5 @@ def balance_routers_(
 def force_grouped_dispatch_(model: nn.Module) -> nn.Module:
     """Make every MoE layer of `model` take the grouped strategy (one matmul pair per expert): the pre-fix dispatch."""
     for layer in moe_layers(model):
-        layer.dispatch_mode = "grouped"
+        layer.expert_dispatch = "grouped"
     return model

@@ -15,17 +15,15 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from minimoe.errors import MiniMoEError
+from minimoe.modeling.moe import use_dispatch
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-ExportDispatch = Literal["masked", "dense"]
-"""Dispatch strategies that trace into an exported graph (see minimoe.modeling.dispatch)."""
 
 
 def export_extra(module: str):
@@ -65,22 +63,6 @@ class Exportable(nn.Module):
         return getattr(out, self.output_name)
 
 
-@contextlib.contextmanager
-def export_dispatch(model: nn.Module, name: str) -> Iterator[None]:
-    """Within the block every MoE layer of `model` dispatches with strategy `name`."""
-    from minimoe.modeling.moe import MoEFeedForward
-
-    layers = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
-    saved = [m.dispatch_mode for m in layers]
-    for m in layers:
-        m.dispatch_mode = name
-    try:
-        yield
-    finally:
-        for m, mode in zip(layers, saved):
-            m.dispatch_mode = mode
-
-
 def example_inputs(model: nn.Module, batch: int, seq: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """(input_ids, attention_mask, token_type_ids) [batch, seq]; from the second row on, the tail is padding."""
     g = torch.Generator().manual_seed(seed)
@@ -100,7 +82,7 @@ def dynamic_shapes() -> dict[str, dict[int, torch.export.Dim]]:
 def export_program(model: nn.Module, dispatch: str = "masked") -> torch.export.ExportedProgram:
     """torch.export of `model` (eval mode) with dynamic batch and sequence axes."""
     wrapped = Exportable(model.eval())
-    with export_dispatch(model, dispatch), torch.no_grad():
+    with use_dispatch(model, dispatch, exportable=True), torch.no_grad():
         return torch.export.export(wrapped, example_inputs(model, 2, 8), dynamic_shapes=dynamic_shapes(), strict=False)
 
 
@@ -108,7 +90,7 @@ def export_onnx(model: nn.Module, path: Path, dispatch: str = "masked", opset: i
     """`model` as an ONNX file through the dynamo exporter, dynamic batch and sequence axes."""
     export_extra("onnxscript")  # the dynamo exporter's dependency
     wrapped = Exportable(model.eval())
-    with export_dispatch(model, dispatch), torch.no_grad(), quiet():
+    with use_dispatch(model, dispatch, exportable=True), torch.no_grad(), quiet():
         program = torch.onnx.export(
             wrapped,
             example_inputs(model, 2, 8),

@@ -42,7 +42,7 @@ from torch.utils import flop_counter as _fc
 from torch.utils.flop_counter import FlopCounterMode
 
 from minimoe.inference import eval_mode
-from minimoe.modeling.moe import grouped_dispatch
+from minimoe.modeling.moe import use_dispatch
 from minimoe.report import si_count
 
 __all__ = [
@@ -218,7 +218,7 @@ def count_flops(
     inputs.update(forward_kwargs or {})
 
     counter = FlopCounterMode(display=False, depth=None, custom_mapping=_cpu_sdpa_mapping())
-    with eval_mode(model), torch.no_grad(), grouped_dispatch(model), counter:
+    with eval_mode(model), torch.no_grad(), use_dispatch(model, "grouped"), counter:
         model(**inputs)
 
     counts = counter.get_flop_counts()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from minimoe.errors import MiniMoEError
-from minimoe.modeling import dispatch
-from minimoe.modeling.moe import MoEFeedForward, load_balance_loss
+from minimoe.modeling import MiniMoEModel, dispatch
+from minimoe.modeling.moe import MoEFeedForward, load_balance_loss, use_dispatch
 
 
 def naive_dispatch(ffn: MoEFeedForward, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def make_ffn(tiny_config, **kw) -> MoEFeedForward:
 @pytest.mark.parametrize("case", ["random", "one_expert_empty", "all_to_one"])
 def test_dispatch_matches_naive_loop_outputs_and_grads(tiny_config, case, path):
     ffn = make_ffn(tiny_config)
-    ffn.dispatch_mode = path
+    ffn.expert_dispatch = path
     x = torch.randn(50, 32, requires_grad=True)
     index = torch.randint(0, 4, (50,))
     if case == "one_expert_empty":
@@ -82,7 +82,7 @@ def test_dispatch_pads_only_when_the_groups_are_near_equal(tiny_config, monkeypa
     assert called == [path for _, path in cases]
     called.clear()
     for mode in ("padded", "grouped"):
-        ffn.dispatch_mode = mode
+        ffn.expert_dispatch = mode
         ffn.dispatch(torch.randn(400, 32), groups(220, 60, 60, 60))
     assert called == ["padded", "grouped"]
 
@@ -135,9 +135,17 @@ def test_eval_after_an_in_place_update_reads_the_current_weights(tiny_config, up
     torch.testing.assert_close(after, evaluate(fresh), rtol=0, atol=1e-6)
 
 
-def test_unknown_dispatch_is_a_config_error(tiny_config):
-    with pytest.raises(MiniMoEError, match="expert_dispatch"):
-        tiny_config(expert_dispatch="fastest")
+def test_an_unknown_dispatch_is_one_error_naming_the_registry(tiny_config):
+    """Checked once, by dispatch.strategy: when a layer is built from the config, and by use_dispatch."""
+    with pytest.raises(MiniMoEError, match="expert_dispatch must be one of auto, padded, grouped, dense, masked"):
+        MoEFeedForward(tiny_config(expert_dispatch="fastest"))
+    model = MiniMoEModel(tiny_config())
+    with pytest.raises(MiniMoEError, match="exportable expert dispatch must be one of masked, dense, got 'padded'"):
+        with use_dispatch(model, "padded", exportable=True):
+            pass
+    with use_dispatch(model, "dense", exportable=True):
+        assert {m.expert_dispatch for m in model.modules() if isinstance(m, MoEFeedForward)} == {"dense"}
+    assert {m.expert_dispatch for m in model.modules() if isinstance(m, MoEFeedForward)} == {"auto"}
 
 
 def test_forward_scales_by_chosen_probability(tiny_config):

@@ -15,7 +15,6 @@ from torch import nn
 
 from minimoe.errors import MiniMoEError
 from minimoe.exporting import (
-    ExportDispatch,
     check_export,
     export_onnx,
     export_program,
@@ -24,6 +23,7 @@ from minimoe.exporting import (
     run_onnx,
 )
 from minimoe.files import atomic_path
+from minimoe.modeling.dispatch import strategy
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ExportConfig:
     """onnx (runs in onnxruntime) or pt2 (a torch.export program, torch.export.load)"""
     int8: bool = False
     """onnx only: dynamic int8 quantisation of every MatMul/Gemm weight (onnxruntime)"""
-    dispatch: ExportDispatch = "masked"
+    dispatch: str = "masked"
     """experts in the graph: masked (top-1 FLOPs) or dense (static shapes, E x FLOPs)"""
     opset: int = 18
     """ONNX opset version"""
@@ -46,6 +46,7 @@ class ExportConfig:
     """max |exported - PyTorch| on the check inputs (int8 is checked by argmax agreement)"""
 
     def __post_init__(self) -> None:
+        strategy(self.dispatch, exportable=True)
         if self.int8 and self.format != "onnx":
             raise MiniMoEError("export field int8 needs --format onnx (int8 is onnxruntime's dynamic quantisation)")
 

@@ -1,4 +1,9 @@
-"""The MiniMoE model: config, encoder, mixture-of-minimal-experts FFN, heads, moefy."""
+"""The MiniMoE model: config, encoder, mixture-of-minimal-experts FFN, heads, moefy.
+
+config, dispatch, moe, loading, encoder and heads are joined into a saved model's remote code (portable.py): they
+import nothing of minimoe but each other and minimoe.errors, and config.py imports no other module of them (it
+becomes configuration_minimoe.py, loaded on its own).
+"""
 
 from minimoe.modeling.config import MiniMoEConfig
 from minimoe.modeling.encoder import MiniMoEModel, MiniMoEModelOutput, MiniMoEPreTrainedModel

@@ -1,8 +1,11 @@
 """Expert dispatch strategies: how top-1 routed tokens reach their expert, one function each, chosen by name.
 
 As Hugging Face's MoE models pick an *experts implementation* (`eager`, `batched_mm`, `grouped_mm`) from the
-config, `MiniMoEConfig.expert_dispatch` names one of `DISPATCH` here. Every strategy maps x [N, H] and the
-chosen expert index [N] to the experts' outputs [N, H], with the same outputs and gradients as a per-expert loop:
+config, `MiniMoEConfig.expert_dispatch` names one of `DISPATCH` here (checked by `strategy` when a layer is built,
+since the config file of a saved model's remote code cannot import this one); `use_dispatch` (moe.py) switches a
+model's layers for a block: FLOPs counting, export (`EXPORTABLE` only) and the benchmarks. Every strategy maps
+x [N, H] and the chosen expert index [N] to the experts' outputs [N, H], with the same outputs and gradients as a
+per-expert loop:
 
 - `padded`: tokens sorted by expert, groups zero-padded to the largest, one `baddbmm` pair over all experts.
 - `grouped`: tokens sorted by expert, one matmul pair per group (no padded rows, E calls).
@@ -26,7 +29,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from minimoe.modeling.config import EXPERT_DISPATCH
+from minimoe.errors import MiniMoEError
 
 # Zero rows per expert the padded path may add before E separate matmuls are cheaper: 16, or one per 128 tokens
 # when that is more. Measured on 2 CPU cores (docs/performance.md): a separate call costs ~17 rows at 128 tokens,
@@ -122,4 +125,14 @@ DISPATCH: dict[str, Callable[..., torch.Tensor]] = {
     "dense": dense,
     "masked": masked,
 }
-assert tuple(DISPATCH) == EXPERT_DISPATCH  # the config validates names against this list
+EXPORTABLE = ("masked", "dense")
+"""The strategies that trace into a torch.export / ONNX graph (no host reads of group sizes)."""
+
+
+def strategy(name: str, exportable: bool = False) -> Callable[..., torch.Tensor]:
+    """The dispatch function called `name` (an exportable one when asked), or one clear error naming the choices."""
+    choices = EXPORTABLE if exportable else tuple(DISPATCH)
+    if name not in choices:
+        kind = "exportable expert dispatch" if exportable else "expert_dispatch"
+        raise MiniMoEError(f"{kind} must be one of {', '.join(choices)}, got {name!r}")
+    return DISPATCH[name]

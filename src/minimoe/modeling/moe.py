@@ -11,7 +11,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from minimoe.modeling.config import MiniMoEConfig
-from minimoe.modeling.dispatch import DISPATCH, experts_pair
+from minimoe.modeling.dispatch import DISPATCH, experts_pair, strategy
 
 
 class Router(nn.Linear):
@@ -26,8 +26,6 @@ class MoEFeedForward(nn.Module):
     With E = 1 there is no router and the layer is numerically a standard BERT FFN.
     """
 
-    dispatch_mode: str | None = None  # overrides config.expert_dispatch for this layer (tests, benchmarks, FLOPs)
-
     def __init__(self, config: MiniMoEConfig):
         super().__init__()
         E, H, I = config.num_experts, config.hidden_size, config.intermediate_size
@@ -41,7 +39,8 @@ class MoEFeedForward(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.expert_dispatch = config.expert_dispatch
+        strategy(config.expert_dispatch)  # a known name, or one clear error
+        self.expert_dispatch = config.expert_dispatch  # switched for a block by use_dispatch
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The stacked expert parameters (W_in [E, I, H], b_in [E, I], W_out [E, H, I], b_out [E, H]).
@@ -65,7 +64,7 @@ class MoEFeedForward(nn.Module):
 
     def dispatch(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Run each token through its expert: x [N, H], index [N] -> [N, H], by the configured strategy."""
-        return DISPATCH[self.dispatch_mode or self.expert_dispatch](self, x, index)
+        return DISPATCH[self.expert_dispatch](self, x, index)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h [B, T, H] -> (output [B, T, H], router logits [B, T, E] or None when E = 1)."""
@@ -81,21 +80,22 @@ class MoEFeedForward(nn.Module):
 
 
 @contextmanager
-def grouped_dispatch(model: nn.Module) -> Iterator[None]:
-    """Within the block every MoE layer of `model` runs one matmul pair per expert group, never padded.
+def use_dispatch(model: nn.Module, name: str, exportable: bool = False) -> Iterator[nn.Module]:
+    """Within the block every MoE layer of `model` dispatches with strategy `name` (modeling/dispatch.py).
 
-    For counting the FLOPs of the top-1 computation itself: the padded path's zero rows are an
-    execution choice, not model compute.
+    FLOPs counting uses "grouped" (the padded path's zero rows are an execution choice, not model compute),
+    export an exportable strategy, the benchmarks whichever they compare.
     """
+    strategy(name, exportable)
     layers = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
-    saved = [m.dispatch_mode for m in layers]
+    saved = [m.expert_dispatch for m in layers]
     for m in layers:
-        m.dispatch_mode = "grouped"
+        m.expert_dispatch = name
     try:
-        yield
+        yield model
     finally:
         for m, mode in zip(layers, saved):
-            m.dispatch_mode = mode
+            m.expert_dispatch = mode
 
 
 def expert_major_probs(logits: torch.Tensor) -> torch.Tensor:
