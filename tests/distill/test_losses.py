@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from minimoe.distill.losses import (
-    RelationHead,
+    StudentQKVProjection,
     choose_relation_heads,
     logit_kd_loss,
     relation_kl,
@@ -166,7 +166,7 @@ def test_logit_kd_rejects_bad_settings(alpha, temperature, message):
 
 
 def test_relation_head_projects_to_qkv_of_the_same_width(mask):
-    head = RelationHead(STUDENT_H)
+    head = StudentQKVProjection(STUDENT_H)
     hidden = torch.randn(B, T, STUDENT_H)
     q, k, v = head(hidden)
     assert q.shape == k.shape == v.shape == (B, T, STUDENT_H)
@@ -177,7 +177,7 @@ def test_relation_head_projects_to_qkv_of_the_same_width(mask):
 
 def test_relation_head_is_initialised_as_in_the_release():
     torch.manual_seed(0)
-    head = RelationHead(384)
+    head = StudentQKVProjection(384)
     for linear in (head.query, head.key, head.value):
         assert abs(linear.weight.std().item() - 0.02) < 0.001 and abs(linear.weight.mean().item()) < 0.001
         assert torch.count_nonzero(linear.bias) == 0

@@ -110,8 +110,9 @@ def logit_kd_loss(
     return (1.0 - alpha) * task + alpha * distill
 
 
-class RelationHead(nn.Module):
-    """The paper's extra Q/K/V projections of the student's last hidden states, used only while distilling.
+class StudentQKVProjection(nn.Module):
+    """The paper's extra Q/K/V projections of the student's last hidden states (hidden -> hidden each), whose
+    relations are split into `relation_heads` heads like the teacher's; used only while distilling, then dropped.
 
     Initialised as in the release (BERT's init): weights N(0, std), biases zero.
     """

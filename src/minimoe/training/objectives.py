@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from minimoe.distill.losses import RelationHead, logit_kd_loss, relation_kl
+from minimoe.distill.losses import StudentQKVProjection, logit_kd_loss, relation_kl
 from minimoe.distill.teachers import Teacher
 from minimoe.modeling import MiniMoEModel, with_balance_loss
 
@@ -33,7 +33,8 @@ class RelationDistillation(nn.Module):
     ):
         super().__init__()
         self.student = student
-        self.relation_head = RelationHead(student.config.hidden_size) if source == "head" else None
+        # named relation_head (the paper's word) in the state dict, so checkpoints of earlier runs still resume
+        self.relation_head = StudentQKVProjection(student.config.hidden_size) if source == "head" else None
         object.__setattr__(self, "teacher", teacher)
         self.relation_heads, self.teacher_layer, self.relation_dropout = relation_heads, teacher_layer, relation_dropout
 
