@@ -1,11 +1,15 @@
-"""minimoe's cache directory and the content stamps that key its entries."""
+"""minimoe's cache directory, the content stamps that key its entries, and the lock that builds each entry once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 
 def cache_dir() -> Path:
@@ -31,3 +35,27 @@ def weights_stamp(model_dir: str | Path) -> list[str]:
 def content_key(*parts) -> str:
     """A short hex key for JSON-serialisable parts (weights stamps, layers, token ids)."""
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def build_once(entry: Path, what: str, build: Callable[[], object]) -> None:
+    """Run `build` (which creates `entry` atomically) unless `entry` exists, holding a lock file beside it.
+
+    Each cache entry is so built once per filesystem: other processes, the ranks of this node or of nodes
+    sharing the filesystem, wait for the lock and then find the entry. The lock dies with its holder, so a
+    killed build is taken over (and resumed, where `build` can) by the next process.
+    """
+    if entry.exists():
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(entry.parent / f".{entry.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process building {what} in {entry}", file=sys.stderr)
+        lock.acquire()
+    try:
+        if not entry.exists():
+            print(f"building {what} in {entry}", file=sys.stderr)
+            build()
+    finally:
+        lock.release()

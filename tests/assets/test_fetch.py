@@ -18,7 +18,7 @@ import pytest
 from minimoe.assets import fetch
 from minimoe.cache import cache_dir
 from minimoe.data import load_task
-from minimoe.data.corpus import read_documents
+from minimoe.data.sources import read_documents
 from minimoe.errors import MiniMoEError
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from minimoe.assets import parse
 from minimoe.data import load_task
-from minimoe.data.corpus import read_documents
+from minimoe.data.sources import read_documents
 from minimoe.errors import MiniMoEError
 
 

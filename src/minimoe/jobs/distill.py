@@ -70,7 +70,12 @@ class DistillConfig:
     teacher: str = "all-MiniLM-L6-v2"
     """a packaged teacher name, a hub name or a local directory"""
     corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])
-    """packaged corpus names, text files, hf:NAME"""
+    """packaged corpus names, text or JSONL files (or .gz .bz2 .xz .zst), directories, globs, saved datasets,
+    hf:NAME[:CONFIG] (streamed)"""
+    corpus_text_column: str = "text"
+    """the text field of JSONL records and dataset rows"""
+    corpus_workers: int = 0
+    """processes tokenising the corpus when its cache is built; 0 = one per core"""
     max_length: int = 128
     """tokens per segment pair"""
     max_sequences: int = 0
@@ -95,8 +100,9 @@ class DistillConfig:
             raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
         if self.relation_heads < 1:
             raise MiniMoEError(f"relation_heads must be at least 1, got {self.relation_heads}")
-        if self.max_sequences < 0:
-            raise MiniMoEError(f"max_sequences must not be negative, got {self.max_sequences}")
+        for name in ("max_sequences", "corpus_workers"):
+            if getattr(self, name) < 0:
+                raise MiniMoEError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.relation_dropout < 1:
             raise MiniMoEError(f"relation_dropout must be in [0, 1), got {self.relation_dropout}")
 
@@ -133,13 +139,19 @@ def run(cfg: DistillConfig) -> dict:
     accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
     teacher.to(accelerator.device)
     collate = pad_collator(tokenizer)
-    with accelerator.main_process_first():
-        sources = [resolve_corpus(source) for source in cfg.corpus]
-        data = corpus = load_corpus(sources, tokenizer, cfg.max_length, cfg.max_sequences)
-        if cfg.cache_teacher:
-            directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
-            build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
-            data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
+    # every rank calls these: the first to take a cache's lock builds it, the others wait and then read it
+    data = corpus = load_corpus(
+        [resolve_corpus(source) for source in cfg.corpus],
+        tokenizer,
+        cfg.max_length,
+        cfg.max_sequences,
+        text_column=cfg.corpus_text_column,
+        workers=cfg.corpus_workers,
+    )
+    if cfg.cache_teacher:
+        directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
+        build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
+        data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(dump_recipe(cfg))

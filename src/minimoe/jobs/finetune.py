@@ -135,9 +135,8 @@ def run(cfg: FinetuneConfig) -> dict:
     accelerator = make_accelerator(cfg.train)
     if cfg.teacher:
         check_same_tokenizer(tokenizer, load_pretrained(AutoTokenizer, cfg.teacher), cfg.teacher)
-        with accelerator.main_process_first():
-            names = None if spec.labels is None else spec.names  # what a teacher fine-tuned here saved as id2label
-            logits = teacher_logits(cfg.teacher, names, train_data, collate, cfg.train.batch_size * 2, accelerator)
+        names = None if spec.labels is None else spec.names  # what a teacher fine-tuned here saved as id2label
+        logits = teacher_logits(cfg.teacher, names, train_data, collate, cfg.train.batch_size * 2, accelerator)
         if logits.shape != (len(train_data), spec.num_labels):
             raise MiniMoEError(
                 f"KD teacher {cfg.teacher} gives {logits.shape[1]} outputs; task {spec.name} has {spec.num_labels}"

@@ -19,8 +19,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from minimoe.assets.fetch import fetch_corpus
 from minimoe.assets.resolve import load_pretrained, resolve_task
-from minimoe.data.corpus import read_documents
 from minimoe.data.encode import encode_task, pad_collator
+from minimoe.data.sources import read_documents
 from minimoe.data.tasks import Example
 from minimoe.diagnostics import inspect_model
 from minimoe.errors import MiniMoEError

@@ -8,6 +8,7 @@ KD logits as float32 [N, C]. The teacher runs on its (accelerator's) device; res
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from minimoe.assets.resolve import load_pretrained
-from minimoe.cache import cache_dir, content_key, weights_stamp
+from minimoe.cache import build_once, cache_dir, content_key, weights_stamp
 from minimoe.data.encode import TaskDataset
 from minimoe.distill.teachers import Teacher
 from minimoe.errors import MiniMoEError
@@ -63,13 +64,17 @@ def right_padded(batches):
         yield batch
 
 
-@torch.no_grad()
 def build_teacher_cache(
     teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int = 64
 ) -> Path:
-    """Run the teacher over every sequence once and store its Q/K/V of `layer` (skipped if present)."""
-    if (directory / "qkv.npy").is_file():
-        return directory
+    """Run the teacher over every sequence once and store its Q/K/V of `layer`, once per filesystem (see build_once)."""
+    build = partial(_write_qkv, teacher, data, collate, layer, directory, batch_size)
+    build_once(directory, "the teacher Q/K/V cache", build)
+    return directory
+
+
+@torch.no_grad()
+def _write_qkv(teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int) -> None:
     lengths = [len(data[i]["input_ids"]) for i in range(len(data))]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     with atomic_path(directory) as tmp:
@@ -87,7 +92,6 @@ def build_teacher_cache(
                 row += 1
         store.flush()
         del store
-    return directory
 
 
 class CachedTeacherCorpus(Dataset):
@@ -149,7 +153,6 @@ def check_teacher_labels(teacher: str, labels: tuple[str, ...] | None) -> None:
         )
 
 
-@torch.no_grad()
 def teacher_logits(
     teacher: str, labels: tuple[str, ...] | None, data: TaskDataset, collate, batch_size: int, accelerator: Accelerator
 ) -> torch.Tensor:
@@ -162,8 +165,15 @@ def teacher_logits(
     precision = accelerator.mixed_precision
     digest = content_key(weights_stamp(teacher), precision, [f["input_ids"] for f in data.features])
     path = cache_dir() / "teacher-logits" / f"{digest}.pt"
-    if path.is_file():
-        return torch.load(path)
+    build = partial(_write_logits, teacher, data, collate, batch_size, accelerator, path)
+    build_once(path, "the teacher's KD logits", build)
+    return torch.load(path)
+
+
+@torch.no_grad()
+def _write_logits(
+    teacher: str, data: TaskDataset, collate, batch_size: int, accelerator: Accelerator, path: Path
+) -> None:
     model, info = load_pretrained(AutoModelForSequenceClassification, teacher, output_loading_info=True)
     if info["missing_keys"]:
         raise MiniMoEError(
@@ -179,4 +189,3 @@ def teacher_logits(
     logits = torch.cat(chunks)  # [N, C]
     with atomic_path(path) as tmp:
         torch.save(logits, tmp)
-    return logits

@@ -39,7 +39,14 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = "run.lock"
 BIAS_NAMES = ("bias", "b_in", "b_out")  # parameter names of bias vectors (b_in/b_out: the stacked expert biases)
 # Recipe fields a resume may change: they do not change what is trained.
-RESUMABLE = {"train.resume", "train.force_resume", "train.output_dir", "train.threads", "train.log_every"}
+RESUMABLE = {
+    "train.resume",
+    "train.force_resume",
+    "train.output_dir",
+    "train.threads",
+    "train.log_every",
+    "corpus_workers",
+}
 RESUMABLE |= {"train.save_every", "train.keep_checkpoints"}
 
 
