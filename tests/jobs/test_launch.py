@@ -1,8 +1,11 @@
 """The real commands under `accelerate launch` with two CPU (gloo) processes: they exit 0, save their
-artefacts, and two processes train the same student as one process on the same global batch."""
+artefacts, and two processes train the same student as one process on the same global batch; two "nodes"
+with node-local caches build each cache once per node."""
 
 import json
+import os
 import random
+import socket
 import subprocess
 import sys
 
@@ -61,3 +64,41 @@ def test_two_process_distill_and_finetune_exit_zero_and_match_one_process(tiny_t
     assert results["kd_teacher"] and results["dev_examples"] == 24 and "accuracy" in results["best"]
     assert (tmp_path / "s" / "best" / "model.safetensors").is_file()
     assert not (tmp_path / "s" / "run.lock").exists() and not (two / "run.lock").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_node_local_caches_build_each_cache_once_per_node(tiny_teacher_dir, tiny_corpus, tmp_path):
+    """Two "nodes" on this host (two accelerate launches, two gloo processes each), each with its own cache."""
+    port, nodes = free_port(), []
+    common = ["--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--cache_teacher", *STUDENT, *FLAGS]
+    common += ["--train.batch_size", "4", "--train.output_dir", tmp_path / "run", "--inspect_sequences", "0"]
+    for rank in (0, 1):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]
+        cmd += ["--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1"]
+        cmd += ["--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
+        env = {**os.environ, "MINIMOE_HOME": str(tmp_path / f"node{rank}")}
+        nodes.append(
+            subprocess.Popen(
+                [*cmd, "-m", "minimoe", "distill", *map(str, common)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    for rank, (_, err) in enumerate(outputs):
+        lines = err.splitlines()
+        for what in ("the distillation corpus", "the teacher Q/K/V cache"):
+            assert sum(line.startswith(f"building {what}") for line in lines) == 1, (rank, what, err[-3000:])
+        assert len(list((tmp_path / f"node{rank}" / "corpus-cache").glob("pairs-*"))) == 1
+        assert len(list((tmp_path / f"node{rank}" / "teacher-qkv").glob("[!.]*"))) == 1  # (locks are hidden files)
+    assert (tmp_path / "run" / "summary.json").is_file()
