@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without install
 
 MEMORY_TARGET = 1.25  # peak memory, large / small corpus
 SPEEDUP_TARGET = 1.6  # tokens/s, 2 workers / 1
-SIZES = {"full": (200_000_000, 2_000_000_000), "smoke": (300_000, 3_000_000)}
-SMOKE_SHARD_CHARS = 1 << 15  # so that the tiny texts still make several shards (the default is 1 MiB)
+SIZES = {"full": (200_000_000, 2_000_000_000), "smoke": (100_000, 1_000_000)}
+SMOKE_SHARD_CHARS = 1 << 14  # so that the tiny texts still make several shards (the default is 1 MiB)
 SECTION_BEGIN, SECTION_END = "<!-- corpus-build:begin -->", "<!-- corpus-build:end -->"
 NOTES_END = "<!-- notes:end -->"  # benchmarks/run.py keeps the notes section when it regenerates the page
 BUILD = """

@@ -73,11 +73,15 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_nodes_with_node_local_caches_build_each_cache_once_per_node(tiny_teacher_dir, tiny_corpus, tmp_path):
+def test_two_nodes_with_node_local_caches_build_each_cache_once_per_node(tiny_teacher_dir, tmp_path):
     """Two "nodes" on this host (two accelerate launches, two gloo processes each), each with its own cache."""
+    rng = random.Random(0)  # over 1 MiB of text: more than one shard, so each build forks its tokenising workers
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(20)) + " ." for _ in range(12000)))
     port, nodes = free_port(), []
-    common = ["--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--cache_teacher", *STUDENT, *FLAGS]
-    common += ["--train.batch_size", "4", "--train.output_dir", tmp_path / "run", "--inspect_sequences", "0"]
+    common = ["--teacher", tiny_teacher_dir, "--corpus", corpus, "--cache_teacher", "--max_sequences", "64"]
+    common += [*STUDENT, *FLAGS, "--train.batch_size", "4", "--train.output_dir", tmp_path / "run"]
+    common += ["--inspect_sequences", "0"]
     for rank in (0, 1):
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]
         cmd += ["--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1"]
