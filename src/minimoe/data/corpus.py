@@ -27,7 +27,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from transformers import PreTrainedTokenizerBase
 
 from minimoe.cache import build_once, cache_dir, content_key
-from minimoe.data.shards import Encoder, build_shards, default_workers, merge_shards
+from minimoe.data.shards import TOKEN_ARRAYS, Encoder, build_shards, default_workers, merge_shards
 from minimoe.data.sources import Source, open_source
 from minimoe.data.text import Document
 from minimoe.errors import MiniMoEError
@@ -35,7 +35,7 @@ from minimoe.files import atomic_path
 
 CACHE_FORMAT = 2  # bump when the pairing, the order or the storage layout changes (2: document order, manifest)
 SHARD_CHARS = 1 << 20  # characters of text a shard holds (~250k tokens): the unit of work, of memory and of resume
-_ARRAYS = ("input_ids", "token_type_ids", "offsets")
+_ARRAYS = (*TOKEN_ARRAYS, "offsets")  # the .npy files of an entry, beside manifest.json
 
 
 def plan_pairs(lengths: Sequence[int], budget: int) -> list[tuple[range, range]]:
