@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoModel
 
 from minimoe.assets.fetch import TEACHERS
-from minimoe.assets.resolve import load_pretrained, resolve_model
+from minimoe.assets.resolve import load_pretrained, resolve_corpus, resolve_model
 from minimoe.errors import MiniMoEError
 
 
@@ -44,3 +44,10 @@ def test_load_failure_is_one_line(tmp_path: Path):
     with pytest.raises(MiniMoEError, match=f"cannot load {tmp_path} with AutoModel") as err:
         load_pretrained(AutoModel, tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_corpus_sources_other_than_packaged_names_pass_through(tmp_path: Path):
+    for source in (str(tmp_path), "dump/*.jsonl.zst", "hf:wikimedia/wikipedia:20231101.en", "./later.txt"):
+        assert resolve_corpus(source) == source
+    with pytest.raises(MiniMoEError, match="'books' is neither a packaged corpus .* a directory, a glob"):
+        resolve_corpus("books")

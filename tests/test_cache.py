@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from minimoe.assets.cache import build_once
+from minimoe.cache import build_once
 from minimoe.files import atomic_path
 
 
