@@ -9,7 +9,7 @@ sentences (log-normal, median 25), blank-line separated, one sentence a line, wo
 the tokenizer's whole-word vocabulary with rarer made-up words, numbers, capitals and commas mixed in. Each
 build (`minimoe.data.corpus.build_corpus`, as `minimoe distill` runs it) runs in a fresh process; a sampler
 reads, every 0.2 s, the proportional set size (PSS: shared pages split between the processes sharing them)
-of the build's process tree (the reader and its forked workers) and the bytes under its cache directory.
+of the build's process tree (the reader and its forked workers) and the bytes of the shards it has written.
 Peak memory is the largest summed PSS; the largest single RSS is shown beside it. Targets: peak memory of the
 large build at most 1.25x the small one's (memory does not grow with the corpus), and 2 workers at least
 1.6x the tokens/s of 1. The tokenizer is the packaged all-MiniLM-L6-v2 one when it is in the cache (else a
@@ -134,12 +134,13 @@ def tree_memory(root: psutil.Process) -> tuple[int, int]:
     return pss, rss
 
 
-def disk_bytes(directory: Path) -> int:
+def shard_bytes(cache: Path) -> int:
+    """Bytes of the shards in the cache's work directories (the build's temporary files)."""
     total = 0
-    for dirpath, _, files in os.walk(directory):
-        for name in files:
+    for work in cache.glob(".*.partial"):
+        for shard in work.glob("*"):
             try:
-                total += os.stat(os.path.join(dirpath, name)).st_size
+                total += shard.stat().st_size
             except FileNotFoundError:  # a shard renamed or removed under us
                 continue
     return total
@@ -151,7 +152,7 @@ def build(text: Path, tokenizer: Path, cache: Path, workers: int, shard_chars: i
     command += [str(shard_chars)] if shard_chars else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    peak = {"pss": 0, "rss": 0, "disk": 0}
+    peak = {"pss": 0, "rss": 0, "shards": 0}
     done = threading.Event()
 
     def sample() -> None:
@@ -161,7 +162,9 @@ def build(text: Path, tokenizer: Path, cache: Path, workers: int, shard_chars: i
                 pss, rss = tree_memory(root)
             except psutil.NoSuchProcess:
                 return
-            peak.update(pss=max(peak["pss"], pss), rss=max(peak["rss"], rss), disk=max(peak["disk"], disk_bytes(cache)))
+            peak.update(
+                pss=max(peak["pss"], pss), rss=max(peak["rss"], rss), shards=max(peak["shards"], shard_bytes(cache))
+            )
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -171,7 +174,7 @@ def build(text: Path, tokenizer: Path, cache: Path, workers: int, shard_chars: i
     if proc.returncode != 0:
         raise SystemExit(f"the build of {text} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
-    return result | {"peak_pss": peak["pss"], "peak_rss": peak["rss"], "peak_disk": peak["disk"]}
+    return result | {"peak_pss": peak["pss"], "peak_rss": peak["rss"], "shard_bytes": peak["shards"]}
 
 
 # ---- report -------------------------------------------------------------------------------------------------
@@ -180,14 +183,14 @@ def build(text: Path, tokenizer: Path, cache: Path, workers: int, shard_chars: i
 def table(rows: list[dict]) -> str:
     lines = [
         "| text | workers | tokens | seconds | tokens/s | peak memory (PSS, all processes) | largest RSS | "
-        "entry bytes/token | peak disk bytes/token |",
+        "disk bytes/token: corpus | + shards while building |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['text_bytes'] / 1e9:.3g} GB | {r['workers']} | {r['tokens']:,} | {r['seconds']:.0f} | "
+            f"| {r['text_bytes'] / 1e9:.3g} GB | {r['workers']} | {r['tokens']:,} | {r['seconds']:.1f} | "
             f"{r['tokens'] / r['seconds']:,.0f} | {r['peak_pss'] / 2**20:,.0f} MiB | {r['peak_rss'] / 2**20:,.0f} MiB | "
-            f"{r['entry_bytes'] / r['tokens']:.2f} | {r['peak_disk'] / r['tokens']:.2f} |"
+            f"{r['entry_bytes'] / r['tokens']:.2f} | {r['shard_bytes'] / r['tokens']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -201,7 +204,7 @@ def targets(rows: list[dict]) -> list[tuple[str, float, float]]:
     ]
 
 
-def section(rows: list[dict], command: str, tokenizer: str, smoke: bool) -> str:
+def section(rows: list[dict], command: str, tokenizer: str, smoke: bool, load_before: float) -> str:
     checks = targets(rows)
     verdicts = [
         f"- {name}: **{value:.2f}** (target {'<=' if name.startswith('peak') else '>='} {target}) "
@@ -209,15 +212,17 @@ def section(rows: list[dict], command: str, tokenizer: str, smoke: bool) -> str:
         for name, value, target in checks
     ]
     cpu = platform.processor() or platform.machine()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return "\n".join(
         [
             SECTION_BEGIN,
             "### Building the distillation corpus as it grows" + (" (SMOKE RUN: tiny sizes)" if smoke else ""),
             "",
-            f"`{command}` on {os.cpu_count()} cores ({cpu}), load average {load} at the end; tokenizer {tokenizer},",
-            "max_length 128. Text: generated Wikipedia-like articles (see the script), one build per row in a",
-            "fresh process. Peak memory sums the proportional set size of the reader and its workers.",
+            f"`{command}` on {os.cpu_count()} cores ({cpu}); 1-minute load average {load_before:.2f} before,",
+            f"{os.getloadavg()[0]:.2f} after (the builds' own processes included); tokenizer {tokenizer}, max_length 128.",
+            "Text: generated Wikipedia-like articles (see the script), one build per row in a",
+            "fresh process. Peak memory sums the proportional set size of the reader and its workers. Disk: the",
+            "built corpus, and the shards the build writes first (the most the work directory held, sampled), which",
+            "it deletes once they are merged into the corpus: a build needs the sum of the two for a moment.",
             "",
             table(rows),
             "",
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     small, large = SIZES["smoke" if args.smoke else "full"]
     command = "python benchmarks/corpus_build.py" + (" --smoke" if args.smoke else "")
     scratch = Path(tempfile.mkdtemp(prefix="minimoe-corpus-bench-", dir=args.scratch))
+    load_before = os.getloadavg()[0]
     try:
         tokenizer, tokenizer_name = tokenizer_dir(scratch)
         words = word_list(tokenizer, np.random.default_rng(0))
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = build(text, tokenizer, cache, workers, SMOKE_SHARD_CHARS if args.smoke else None)
             rows.append(measured | {"text_bytes": text.stat().st_size, "workers": workers})
             shutil.rmtree(cache)
-        text = section(rows, command, tokenizer_name, args.smoke)
+        text = section(rows, command, tokenizer_name, args.smoke, load_before)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(text)
