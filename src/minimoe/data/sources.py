@@ -125,6 +125,7 @@ class FileSource:
 
 
 def _is_records(path: Path) -> bool:
+    """Whether a file holds JSONL records (by its suffix, under any compression suffix)."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in DECOMPRESSORS:
         suffixes.pop()
