@@ -1,9 +1,10 @@
 """Model references: packaged teacher names, local directories and hub ids, each resolved or refused clearly."""
 
+import json
 from pathlib import Path
 
 import pytest
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from minimoe.assets.fetch import TEACHERS
 from minimoe.assets.resolve import load_pretrained, resolve_model
@@ -44,3 +45,20 @@ def test_load_failure_is_one_line(tmp_path: Path):
     with pytest.raises(MiniMoEError, match=f"cannot load {tmp_path} with AutoModel") as err:
         load_pretrained(AutoModel, tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_a_model_that_fails_to_load_is_explained_naming_the_file_and_the_field(tiny_teacher_dir: Path, tmp_path: Path):
+    """transformers' own report is a table our quiet logging hides; ours is one line (here a KD teacher's load)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny_teacher_dir.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"intermediate_size": 65}))
+    with pytest.raises(MiniMoEError, match=rf"^{model}/config.json field intermediate_size = 65 does not fit"):
+        load_pretrained(AutoModelForSequenceClassification, model)
+    (model / "config.json").write_text(json.dumps(config))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(MiniMoEError, match=rf"^{weights} is not a readable safetensors file"):
+        load_pretrained(AutoModelForSequenceClassification, model)

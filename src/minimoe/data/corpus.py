@@ -47,8 +47,8 @@ def read_documents(path: str | Path) -> list[Document]:
         raise MiniMoEError(f"{path}: corpus file is not UTF-8 text ({exc})") from exc
     blocks = (block.splitlines() for block in re.split(r"\n[ \t\r]*\n", text))
     documents = [doc for doc in ([line.strip() for line in block if line.strip()] for block in blocks) if doc]
-    if not documents:
-        raise MiniMoEError(f"{path}: corpus file holds no text")
+    if not documents or not re.search(r"[^\W_]", text):  # no letter or digit: NUL bytes, a binary file
+        raise MiniMoEError(f"{path}: corpus file holds no text (no letters or digits)")
     return documents
 
 
