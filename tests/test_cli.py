@@ -304,7 +304,8 @@ SHAPE = ["--student.layers", "1", "--student.hidden", "32", "--student.heads", "
 
 def test_long_sentences_distil_on_a_64_position_teacher(tiny_teacher_dir, tmp_path, capsys):
     """Pairs of the default 128 tokens would overrun the teacher's 64 positions: the default is lowered, with a
-    notice and in the recorded recipe; an explicit longer --max_length is one usage error naming both numbers."""
+    notice and in the recorded recipe; an explicit longer --max_length is one usage error naming both numbers.
+    """
     words = (tiny_teacher_dir / "vocab.txt").read_text().split()[7:]
     corpus = tmp_path / "long.txt"
     corpus.write_text("\n\n".join("\n".join(" ".join(words) + " ." for _ in range(3)) for _ in range(4)) + "\n")

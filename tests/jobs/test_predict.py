@@ -81,7 +81,7 @@ def hostile_lines(n: int = 2000) -> list[str]:
 
 
 def test_one_output_line_per_input_line_from_a_file_and_from_stdin(save_classifier, tmp_path):
-    """2,000 hostile lines (\n and \r\n ends, a BOM first) give 2,000 outputs in order, the same for both sources."""
+    """2,000 hostile lines (\\n and \\r\\n ends, a BOM first) give 2,000 outputs in order, the same for both sources."""
     model, lines = save_classifier(["neg", "pos"]), hostile_lines()
     data = "\ufeff".encode() + b"".join(line.encode() + (b"\r\n" if i % 3 else b"\n") for i, line in enumerate(lines))
     (tmp_path / "in.txt").write_bytes(data)
