@@ -1,6 +1,7 @@
 """The `minimoe` command end to end on tiny models: jobs run, bad input is one clear line, kills resume."""
 
 import importlib
+import io
 import json
 import os
 import signal
@@ -12,9 +13,11 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from minimoe.cli import main
+from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
+from minimoe.saving import save_model
 
 DISTILL = [
     "--student.layers",
@@ -286,3 +289,100 @@ def test_ctrl_c_says_how_to_go_on_for_that_command(command, hint, monkeypatch, c
     monkeypatch.setattr(importlib.import_module(f"minimoe.jobs.{command}"), "run", interrupted)
     assert main([command]) == 130
     assert capsys.readouterr().err == f"minimoe: interrupted{hint}\n"
+
+
+def tiny_classifier(teacher_dir, path) -> str:
+    """A saved random 2-expert MiniMoE classifier (labels a, b) with the tiny teacher's tokenizer and positions."""
+    teacher = AutoConfig.from_pretrained(teacher_dir)
+    config = MiniMoEConfig.for_student(1, 32, 2, 4, 32, teacher=teacher, num_labels=2, id2label={0: "a", 1: "b"})
+    save_model(MiniMoEForSequenceClassification(config), AutoTokenizer.from_pretrained(teacher_dir), path)
+    return str(path)
+
+
+SHAPE = ["--student.layers", "1", "--student.hidden", "32", "--student.heads", "4", "--student.intermediate", "32"]
+
+
+def test_long_sentences_distil_on_a_64_position_teacher(tiny_teacher_dir, tmp_path, capsys):
+    """Pairs of the default 128 tokens would overrun the teacher's 64 positions: the default is lowered, with a
+    notice and in the recorded recipe; an explicit longer --max_length is one usage error naming both numbers.
+    """
+    words = (tiny_teacher_dir / "vocab.txt").read_text().split()[7:]
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n\n".join("\n".join(" ".join(words) + " ." for _ in range(3)) for _ in range(4)) + "\n")
+    args = ["distill", "--teacher", str(tiny_teacher_dir), "--corpus", str(corpus), *SHAPE, "--relation_heads", "4"]
+    args += ["--train.batch_size", "4", "--train.threads", "1", "--train.max_steps", "2"]
+    assert main([*args, "--train.output_dir", str(tmp_path / "d")]) == 0
+    assert "max_length 128 (the default) is more than the 64 tokens" in capsys.readouterr().err
+    assert "max_length: 64\n" in (tmp_path / "d" / "recipe.yaml").read_text()
+    assert main([*args, "--train.output_dir", str(tmp_path / "e"), "--max_length", "100"]) == 2
+    assert "--max_length 100 is more than the 64 tokens" in capsys.readouterr().err
+
+
+def test_non_utf8_inputs_are_one_line_naming_the_file(tiny_teacher_dir, tmp_path, monkeypatch, capsys):
+    latin = "text,label\ncliché,a\n".encode("latin-1")
+    for name in ("data.csv", "texts.txt", "recipe.yaml"):
+        (tmp_path / name).write_bytes(latin)
+    (tmp_path / "nul.txt").write_bytes(b"\0" * 1000)  # UTF-8, but no text at all
+    model = tiny_classifier(tiny_teacher_dir, tmp_path / "models" / "classifier")
+    cases = [
+        (
+            ["finetune", "--model", str(tiny_teacher_dir), "--train_file", str(tmp_path / "data.csv")],
+            "data.csv:2: not UTF-8 text (byte 0xe9",
+        ),
+        (
+            ["evaluate", "--model", model, "--dev_file", str(tmp_path / "data.csv"), "--text_columns", "text"],
+            "data.csv:2: not UTF-8 text (byte 0xe9",
+        ),
+        (
+            ["predict", "--model", model, "--input", str(tmp_path / "texts.txt")],
+            "texts.txt:2: not UTF-8 text (byte 0xe9",
+        ),
+        (["predict", "--model", model], "stdin:2: not UTF-8 text (byte 0xe9"),
+        (["distill", "--config", str(tmp_path / "recipe.yaml")], "recipe.yaml is not UTF-8 text"),
+        (
+            ["inspect", "--model", model, "--texts", str(tmp_path / "texts.txt")],
+            "texts.txt:2: not UTF-8 text (byte 0xe9",
+        ),
+    ]
+    for argv, message in cases:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(latin)))
+        assert main(argv) == 2, argv
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("minimoe: error:")]
+        assert len(errors) == 1 and message in errors[0], (argv, errors)
+    assert main(["distill", "--teacher", str(tiny_teacher_dir), "--corpus", str(tmp_path / "nul.txt")]) == 2
+    assert "nul.txt: corpus source holds no text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "--batch_size", "0"], "batch_size must be at least 1, got 0"),
+        (["predict", "--max_length", "1"], "max_length must be at least 8, got 1"),
+        (["predict", "--text_columns", "a", "b", "c"], "text_columns must name 1 or 2 columns"),
+        (["predict", "--output", ""], "input and output must name a file"),
+        (["evaluate", "--batch_size", "0"], "batch_size must be at least 1, got 0"),
+        (["evaluate", "--max_length", "4"], "max_length must be at least 8, got 4"),
+        (["evaluate", "--max_eval_examples", "-1"], "max_eval_examples must not be negative, got -1"),
+        (["inspect", "--max_texts", "0"], "max_texts must be at least 1, got 0"),
+        (["inspect", "--top_tokens", "0"], "top_tokens must be at least 1, got 0"),
+        (["inspect", "--max_length", "2"], "max_length must be at least 8, got 2"),
+        (["export", "--opset", "3"], "opset must be at least 7"),
+        (["export", "--tolerance", "0"], "tolerance must be positive, got 0.0"),
+        (["flops", "MODEL", "--seq", "0"], "--batch and --seq must be at least 1, got 1 and 0"),
+        (["flops", "MODEL", "--batch", "0"], "--batch and --seq must be at least 1, got 0 and 128"),
+        (["flops", "MODEL", "--seq", "100000"], "--seq 100000 is more than the 64 tokens"),
+    ],
+)
+def test_bad_flags_are_one_line(argv, message, tiny_teacher_dir, capsys):
+    assert main([str(tiny_teacher_dir) if a == "MODEL" else a for a in argv]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("minimoe: error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_an_unreachable_hub_fails_at_once_without_retries(tiny_corpus):
+    """Nothing listens on port 9: transformers alone would retry each file for ~30 s, printing each retry."""
+    unreachable = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+    run = run_cli("distill", "--teacher", "no-such/model", "--corpus", tiny_corpus, env=unreachable)
+    assert_one_clear_line(run, "no-such/model: it is not a packaged teacher")
+    assert "http://127.0.0.1:9 cannot be reached and no copy is cached" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1  # no retry lines

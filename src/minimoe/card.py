@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from minimoe.flops import count_flops, count_parameters
 from minimoe.latency import measure_latency
+from minimoe.modeling.config import position_limit
 from minimoe.report import markdown_rows, si_count
 
 CARD_FILE = "README.md"
@@ -56,7 +57,7 @@ def _architecture(model) -> list[list]:
 
 def measure_cost(model) -> list[list]:
     """The card's cost rows: parameters, active parameters, FLOPs and batch-1 latency at up to 128 tokens."""
-    T = min(128, getattr(model.config, "max_position_embeddings", 128))  # the paper's length, if the model takes it
+    T = min(128, position_limit(model.config) or 128)  # the paper's length, if the model takes it
     params = count_parameters(model)
     flops = count_flops(model, 1, T)
     latency = measure_latency(model, batch_size=1, seq_len=T, repeats=3, warmup=1)

@@ -89,8 +89,14 @@ def cmd_flops(args) -> None:
 
     from minimoe.assets.resolve import load_pretrained
     from minimoe.flops import count_flops, count_parameters, paper_gflops
+    from minimoe.lengths import token_limit
 
+    if args.batch < 1 or args.seq < 1:
+        raise MiniMoEError(f"flops --batch and --seq must be at least 1, got {args.batch} and {args.seq}")
     model = load_pretrained(AutoModel, args.model)
+    limit = token_limit(model.config)
+    if limit and args.seq > limit:
+        raise MiniMoEError(f"flops --seq {args.seq} is more than the {limit} tokens {args.model} takes")
     report = {"flops": str(count_flops(model, args.batch, args.seq)), "params": str(count_parameters(model))}
     if model.config.model_type == "minimoe":
         report["paper_gmacs_at_128"] = round(paper_gflops(model.config, 128), 3)

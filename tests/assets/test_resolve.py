@@ -1,9 +1,10 @@
 """Model references: packaged teacher names, local directories and hub ids, each resolved or refused clearly."""
 
+import json
 from pathlib import Path
 
 import pytest
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from minimoe.assets.fetch import TEACHERS
 from minimoe.assets.resolve import load_pretrained, resolve_corpus, resolve_model
@@ -51,3 +52,20 @@ def test_corpus_sources_other_than_packaged_names_pass_through(tmp_path: Path):
         assert resolve_corpus(source) == source
     with pytest.raises(MiniMoEError, match="'books' is neither a packaged corpus .* a directory, a glob"):
         resolve_corpus("books")
+
+
+def test_a_model_that_fails_to_load_is_explained_naming_the_file_and_the_field(tiny_teacher_dir: Path, tmp_path: Path):
+    """transformers' own report is a table our quiet logging hides; ours is one line (here a KD teacher's load)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny_teacher_dir.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"intermediate_size": 65}))
+    with pytest.raises(MiniMoEError, match=rf"^{model}/config.json field intermediate_size = 65 does not fit"):
+        load_pretrained(AutoModelForSequenceClassification, model)
+    (model / "config.json").write_text(json.dumps(config))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(MiniMoEError, match=rf"^{weights} is not a readable safetensors file"):
+        load_pretrained(AutoModelForSequenceClassification, model)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from minimoe.data import TASKS, Example, custom_task, get_task, load_hf_task, load_task
-from minimoe.data.tasks import custom_task_name, read_labels
+from minimoe.data.tasks import custom_task_name, read_labels, read_texts
 from minimoe.errors import MiniMoEError
 
 MNLI_TRAIN_HEADER = (
@@ -217,8 +217,14 @@ def test_regression_label_must_be_numeric(tmp_path: Path):
 
 def test_non_utf8_file_is_reported(tmp_path: Path):
     (tmp_path / "train.tsv").write_bytes("sentence\tlabel\ncliché\t1\n".encode("latin-1"))
-    with pytest.raises(MiniMoEError, match="train.tsv: cannot be read as UTF-8 TSV"):
+    message = r"train.tsv:2: not UTF-8 text \(byte 0xe9 at offset 20: invalid continuation byte\)"
+    with pytest.raises(MiniMoEError, match=message):
         load_task("sst2", tmp_path)
+    # the label reader of your own files and predict's text reader name it the same way
+    with pytest.raises(MiniMoEError, match=message):
+        read_labels(custom_task("mine", {"train": tmp_path / "train.tsv"}, ["sentence"], "label"))
+    with pytest.raises(MiniMoEError, match=message):
+        read_texts(tmp_path / "train.tsv", ["sentence"])
 
 
 def test_unknown_task_and_split(tmp_path: Path):

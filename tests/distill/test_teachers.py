@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,24 @@ def test_missing_or_invalid_directory_raises_naming_it(tmp_path):
         load_teacher(missing)
     with pytest.raises(MiniMoEError, match=f"{tmp_path} is not a model directory"):
         load_teacher(tmp_path)
+
+
+def test_a_damaged_teacher_is_one_error_naming_the_file_and_the_field(save_tiny):
+    path = save_tiny("bert")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config | {"hidden_size": 48}))
+    with pytest.raises(MiniMoEError, match=rf"^{path}/config.json field hidden_size = 48 does not fit {path}/model"):
+        load_teacher(path)
+    (path / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 3}))  # would load a random layer
+    with pytest.raises(
+        MiniMoEError, match=rf"lacks weight encoder.layer.2\..* that {path}/config.json \(num_hidden_layers = 3\)"
+    ):
+        load_teacher(path)
+    (path / "config.json").write_text(json.dumps(config))
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(MiniMoEError, match=rf"^{weights} is not a readable safetensors file"):
+        load_teacher(path)
 
 
 def _tokenizer(num_tokens: int, pad_id: int = 0) -> PreTrainedTokenizerFast:

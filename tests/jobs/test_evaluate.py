@@ -138,3 +138,18 @@ def tiny_bare_encoder(classifier_dir, tmp_path):
     path = tmp_path / "encoder"
     MiniMoEForSequenceClassification.from_pretrained(classifier_dir).minimoe.save_pretrained(path)
     return path
+
+
+def test_long_texts_fit_the_model_and_a_longer_max_length_is_refused(save_classifier, tmp_path, capsys):
+    """A 64-position model: the default 128 tokens is lowered to 64 with a notice and longer texts are truncated;
+    an explicit --max_length above 64 is one usage error naming both numbers.
+    """
+    dev = tmp_path / "dev.csv"
+    dev.write_text("text,label\n" + "".join(f"{s * 40},{('neg', 'pos')[i % 2]}\n" for i, s in enumerate(SENTENCES)))
+    args = ["evaluate", "--model", str(save_classifier(["neg", "pos"])), "--dev_file", str(dev)]
+    args += ["--text_columns", "text", "--output", str(tmp_path / "m.json")]
+    assert main(args) == 0
+    assert "max_length 128 (the default) is more than the 64 tokens" in capsys.readouterr().err
+    assert main([*args, "--max_length", "100"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("minimoe: error:")]
+    assert len(errors) == 1 and "--max_length 100 is more than the 64 tokens" in errors[0]

@@ -65,3 +65,17 @@ def test_reported_best_scores_are_what_evaluate_gives_the_best_model(save_classi
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(run / "best"), *dev, "--output", str(out)]) == 0
     assert {k: v for k, v in json.loads(out.read_text()).items() if k in results["best"]} == results["best"]
+
+
+def test_long_texts_train_on_a_64_position_model(save_classifier, tmp_path, capsys):
+    """The default max_length (128) is lowered to the model's 64 positions and recorded so; a longer flag is refused."""
+    words = "the film was new people found the album".split()
+    rows = [f"{' '.join(words[(i + j) % len(words)] for j in range(150))},{i % 2}" for i in range(8)]
+    (tmp_path / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    args = ["finetune", "--model", str(save_classifier(["a", "b"])), "--train_file", str(tmp_path / "train.csv")]
+    args += ["--text_columns", "text", "--train.max_steps", "2", "--train.batch_size", "4", "--train.threads", "1"]
+    assert main([*args, "--train.output_dir", str(tmp_path / "run")]) == 0
+    assert "max_length 128 (the default) is more than the 64 tokens" in capsys.readouterr().err
+    assert "max_length: 64\n" in (tmp_path / "run" / "recipe.yaml").read_text()
+    assert main([*args, "--train.output_dir", str(tmp_path / "other"), "--max_length", "65"]) == 2
+    assert "--max_length 65 is more than the 64 tokens" in capsys.readouterr().err

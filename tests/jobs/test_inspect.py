@@ -90,3 +90,14 @@ def test_distill_writes_inspection_of_its_student(tiny_teacher_dir, tiny_corpus,
     assert report["sequences"] > 0 and (tmp_path / "d" / "inspect.png").is_file()
     assert all(min(layer["init_distance"]) > 0 for layer in report["layers"])  # trained away from the moefy init
     assert (tmp_path / "d" / "summary.json").is_file()
+
+
+def test_long_texts_fit_the_model(tiny_teacher_dir, tmp_path, capsys):
+    student = fresh_run(tiny_teacher_dir, tmp_path / "run")  # 64 positions, as its teacher
+    words = vocabulary_words(tiny_teacher_dir)
+    (tmp_path / "long.txt").write_text("\n".join(" ".join(words) * 3 for _ in range(4)) + "\n")
+    args = ["inspect", "--model", str(student), "--texts", str(tmp_path / "long.txt"), "--output_dir", str(tmp_path)]
+    assert main(args) == 0
+    assert "max_length 128 (the default) is more than the 64 tokens" in capsys.readouterr().err
+    assert main([*args, "--max_length", "100"]) == 2
+    assert "--max_length 100 is more than the 64 tokens" in capsys.readouterr().err

@@ -3,15 +3,18 @@ your files), with clear errors."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from pathlib import Path
 
 from minimoe.data.tasks import TaskSpec, custom_task, custom_task_name, get_task, read_labels
 from minimoe.errors import MiniMoEError
+from minimoe.modeling.loading import has_weights, validate_checkpoint
 
 # What a saved tokenizer consists of (one of them is enough): fast, WordPiece, BPE and sentencepiece files.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+HUB_PROBE_SECONDS = 3  # how long the one request that decides whether the hub is reachable may take
 
 
 def looks_like_path(name: str) -> bool:
@@ -36,12 +39,34 @@ def resolve_model(name: str | os.PathLike) -> str:
     return name
 
 
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the hub answers one quick request (no retries); False in offline mode (HF_HUB_OFFLINE).
+
+    Unreachable, transformers would retry each file for ~30 s before failing; we load from the local hub
+    cache only instead, which succeeds or fails at once.
+    """
+    from huggingface_hub import constants, get_session
+
+    if constants.is_offline_mode():
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+    except Exception:  # noqa: BLE001  (no answer, for whatever reason, is what we ask about)
+        return False
+    return True
+
+
 def load_pretrained(auto_class, name: str | os.PathLike, **kwargs):
     """`auto_class.from_pretrained` on a resolved reference; load failures become one MiniMoEError line.
 
     A tokenizer from a local directory needs its files there (transformers would otherwise build an
-    empty vocabulary from config.json alone).
+    empty vocabulary from config.json alone). A hub id loads from the hub cache only when the hub is
+    unreachable; a local model that fails to load is checked against its config to name the file and
+    the field at fault.
     """
+    from huggingface_hub import constants
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
     from minimoe.assets.fetch import TEACHERS
@@ -53,18 +78,39 @@ def load_pretrained(auto_class, name: str | os.PathLike, **kwargs):
             f"{name} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}): save the tokenizer next to "
             f"the model (tokenizer.save_pretrained), or copy them from the model it was trained from"
         )
+    offline = not local and not hub_reachable()
     try:
-        return auto_class.from_pretrained(resolved, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
+        return auto_class.from_pretrained(resolved, **kwargs, **({"local_files_only": True} if offline else {}))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         if isinstance(err, MiniMoEError):
             raise
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not local:
+            cause = (
+                "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else f"{constants.ENDPOINT} cannot be reached"
+            )
+            why = f"{cause} and no copy is cached" if offline else first_line
             raise MiniMoEError(
                 f"cannot load {name}: it is not a packaged teacher ({', '.join(TEACHERS)}), not a local model "
-                f"directory, and the hub did not provide it ({first_line})"
+                f"directory, and the hub did not provide it ({why})"
             ) from None
+        if hasattr(auto_class, "from_config") and has_weights(Path(resolved)):
+            explain_failure(Path(resolved), auto_class, kwargs.get("ignore_mismatched_sizes", False))
         raise MiniMoEError(f"cannot load {name} with {auto_class.__name__}: {first_line}") from None
+
+
+def explain_failure(directory: Path, auto_class, ignore_mismatched: bool) -> None:
+    """Raise the cause of a local model's load failure, naming the weights file or the config field, if the
+    checkpoint checks find it (transformers reports it in a table our quiet logging hides).
+    """
+    from transformers import AutoConfig
+
+    try:
+        validate_checkpoint(directory, auto_class.from_config, AutoConfig.from_pretrained(directory), ignore_mismatched)
+    except MiniMoEError:
+        raise
+    except (OSError, ValueError, KeyError):
+        return  # the config itself (or its family) is the problem: the caller's message says so
 
 
 def resolve_task(

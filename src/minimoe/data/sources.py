@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,18 @@ def text_sentences(text: str) -> list[str]:
     return [s for line in text.splitlines() for s in split_sentences(line.strip())]
 
 
+_TEXT = re.compile(r"[^\W_]")  # a letter or a digit, in any script
+
+
 def _assemble(sentences: Iterable[str | None]) -> Iterator[Document]:
-    """Documents from a stream of sentences where None ends a document; a long one is cut after MAX_DOCUMENT_CHARS."""
+    """Documents from a stream of sentences where None ends a document; a long one is cut after MAX_DOCUMENT_CHARS.
+
+    A "sentence" without a letter or digit (NUL bytes, a ruler of dashes, binary junk) is not text and is left out,
+    so a file of nothing else holds no documents and is refused."""
     document: Document = []
     size = 0
     for sentence in sentences:
-        if sentence is not None:
+        if sentence is not None and _TEXT.search(sentence):
             document.append(sentence)
             size += len(sentence)
         if document and (sentence is None or size >= MAX_DOCUMENT_CHARS):

@@ -13,9 +13,11 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from minimoe.data.metrics import METRICS, compute_metrics
 from minimoe.errors import MiniMoEError
+from minimoe.textfiles import decode_utf8, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +172,8 @@ def read_labels(spec: TaskSpec, split: str = "train") -> tuple[str, ...] | None:
     path = Path(spec.splits[split])
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
     values = set()
-    for lineno, row in records:
+    for lineno, row in _records(path, spec.columns):
         if isinstance(row, str):
             raise MiniMoEError(f"{path}:{lineno}: {row}")
         if spec.label_column not in row:
@@ -223,6 +224,19 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, object] | str]]:
             yield lineno, row if isinstance(row, dict) else f"expected a JSON object, found {type(row).__name__}"
 
 
+def _records(path: Path, columns: tuple[str, ...] | None) -> Iterator[tuple[int, dict[str, object] | str]]:
+    """(line number, row or the row's problem) of a JSONL or CSV/TSV file; a file that is not UTF-8 (or not
+    CSV) is one error naming it.
+    """
+    try:
+        yield from _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, columns)
+    except UnicodeDecodeError:
+        decode_utf8(path.read_bytes(), str(path))  # raises the error naming the line and the byte
+        raise
+    except csv.Error as exc:
+        raise MiniMoEError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({exc})") from None
+
+
 def _example(row: dict[str, object] | str, spec: TaskSpec, where: str) -> Example:
     if isinstance(row, str):
         raise MiniMoEError(f"{where}: {row}")
@@ -259,18 +273,14 @@ def load_task(
     path = Path(data_dir) / spec.splits[split]
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found (task {spec.name!r}, split {split!r})")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, spec.columns)
     examples, skipped = [], 0
-    try:
-        for lineno, row in records:
-            try:
-                examples.append(_example(row, spec, f"{path}:{lineno}"))
-            except MiniMoEError:
-                if not skip_bad_rows:
-                    raise
-                skipped += 1
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise MiniMoEError(f"{path}: cannot be read as UTF-8 {path.suffix[1:].upper()} ({exc})") from exc
+    for lineno, row in _records(path, spec.columns):
+        try:
+            examples.append(_example(row, spec, f"{path}:{lineno}"))
+        except MiniMoEError:
+            if not skip_bad_rows:
+                raise
+            skipped += 1
     if skipped:
         logger.warning("%s: skipped %d malformed rows", path, skipped)
     if not examples:
@@ -278,22 +288,19 @@ def load_task(
     return examples
 
 
-def read_texts(path: str | Path, text_columns: tuple[str, ...] | list[str], lines=None) -> list[tuple[str, ...]]:
-    """Unlabelled inputs: the text columns of a CSV/TSV/JSONL file (header row), or one text per non-empty line
-    of any other file or of `lines` (e.g. stdin).
+def read_texts(
+    path: str | Path, text_columns: tuple[str, ...] | list[str], stream: BinaryIO | None = None
+) -> list[tuple[str | None, ...]]:
+    """Unlabelled inputs, one per line or row: the text columns of a CSV/TSV/JSONL file (header row; a JSON null
+    stays None), or every line of any other file or of a binary `stream` (stdin), blank lines included.
     """
     path = Path(path)
-    if lines is not None or path.suffix.lower() not in FORMATS:
-        if lines is None:
-            if not path.is_file():
-                raise MiniMoEError(f"{path}: file not found")
-            lines = path.read_text(encoding="utf-8").splitlines()
-        return [(line.rstrip("\r\n"),) for line in lines if line.strip()]
+    if stream is not None or path.suffix.lower() not in FORMATS:
+        return [(line,) for line in read_lines(path, stream)]
     if not path.is_file():
         raise MiniMoEError(f"{path}: file not found")
-    records = _jsonl_records(path) if path.suffix.lower() == ".jsonl" else _delimited_records(path, None)
     texts = []
-    for lineno, row in records:
+    for lineno, row in _records(path, None):
         if isinstance(row, str):
             raise MiniMoEError(f"{path}:{lineno}: {row}")
         missing = [c for c in text_columns if c not in row]
@@ -301,7 +308,7 @@ def read_texts(path: str | Path, text_columns: tuple[str, ...] | list[str], line
             raise MiniMoEError(
                 f"{path}:{lineno}: no column {missing[0]!r}; columns are {list(row)} (see --text_columns)"
             )
-        texts.append(tuple(str(row[c]) for c in text_columns))
+        texts.append(tuple(None if row[c] is None else str(row[c]) for c in text_columns))
     return texts
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from minimoe.assets.resolve import load_pretrained
+from minimoe.assets.resolve import load_pretrained, resolve_model
 from minimoe.errors import MiniMoEError
+from minimoe.modeling.loading import has_weights, validate_checkpoint
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,15 @@ class Teacher(nn.Module):
 
 
 def load_teacher(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> Teacher:
-    """Load a packaged name, hub model or local directory with eager attention as a frozen `Teacher`."""
+    """Load a packaged name, hub model or local directory with eager attention as a frozen `Teacher`.
+
+    A local directory's weights are checked against its config first: a truncated file, a config field that
+    does not fit the weights, or a layer the weights lack is one error naming the file and the field (a
+    missing layer would otherwise be initialised at random and distilled from without a word).
+    """
+    path = Path(resolve_model(name_or_path))
+    if path.is_dir() and has_weights(path):
+        validate_checkpoint(path, AutoModel.from_config, load_pretrained(AutoConfig, path))
     kwargs = {"attn_implementation": "eager"} | ({"dtype": dtype} if dtype is not None else {})
     return Teacher(load_pretrained(AutoModel, name_or_path, **kwargs), name=str(name_or_path))
 

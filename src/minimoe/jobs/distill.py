@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import Subset
@@ -19,6 +19,7 @@ from minimoe.distill.losses import choose_relation_heads
 from minimoe.distill.teachers import Teacher, check_tokenizer, load_teacher
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
+from minimoe.lengths import fit_max_length, token_limit
 from minimoe.modeling import MiniMoEConfig, init_student
 from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
@@ -130,6 +131,7 @@ def run(cfg: DistillConfig) -> dict:
     teacher = load_teacher(teacher_path)
     tokenizer = load_pretrained(AutoTokenizer, teacher_path)
     check_tokenizer(tokenizer, teacher)
+    cfg = replace(cfg, max_length=fit_max_length(cfg, token_limit(teacher.config, tokenizer=tokenizer), cfg.teacher))
     student = init_student(student_config(teacher, cfg.student), cfg.train.seed, cfg.student.init)
     heads = choose_relation_heads(teacher.hidden_size, student.config.hidden_size, cfg.relation_heads)
     objective = RelationDistillation(

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from accelerate import Accelerator
 from transformers import AutoConfig, AutoTokenizer
@@ -25,6 +25,7 @@ from minimoe.evaluation import (
 )
 from minimoe.files import atomic_write_text
 from minimoe.inference import eval_mode
+from minimoe.lengths import fit_max_length, token_limit
 from minimoe.report import markdown_rows
 
 
@@ -59,6 +60,18 @@ class EvaluateConfig:
     onnx: str = ""
     """score this ONNX export of the model (minimoe export, e.g. --int8) in onnxruntime instead"""
 
+    def __post_init__(self) -> None:
+        if not self.output:
+            raise MiniMoEError("output must name the metrics JSON file to write")
+        if not 1 <= len(self.text_columns) <= 2:
+            raise MiniMoEError(f"text_columns must name 1 or 2 columns, got {self.text_columns}")
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
+        if self.batch_size < 1:
+            raise MiniMoEError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_eval_examples < 0:
+            raise MiniMoEError(f"max_eval_examples must not be negative, got {self.max_eval_examples}")
+
 
 def run(cfg: EvaluateConfig) -> dict:
     """Score the model on every evaluation split; write the metrics JSON, print a table, return the summary."""
@@ -70,6 +83,7 @@ def run(cfg: EvaluateConfig) -> dict:
     else:
         model, tokenizer = load_classifier(cfg.model)
         config = model.config
+    cfg = replace(cfg, max_length=fit_max_length(cfg, token_limit(config, tokenizer=tokenizer), cfg.model))
     files = {split: path for split, path in (("dev", cfg.dev_file), ("test", cfg.test_file)) if path}
     labels = cfg.labels or (model_labels(config) if files else None)
     regression = config.num_labels == 1  # a regression model scores numbers, integer or not

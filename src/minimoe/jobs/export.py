@@ -49,15 +49,19 @@ class ExportConfig:
         strategy(self.dispatch, exportable=True)
         if self.int8 and self.format != "onnx":
             raise MiniMoEError("export field int8 needs --format onnx (int8 is onnxruntime's dynamic quantisation)")
+        if self.opset < 7:
+            raise MiniMoEError(f"export field opset must be at least 7 (the oldest onnxruntime runs), got {self.opset}")
+        if not self.tolerance > 0:
+            raise MiniMoEError(f"export field tolerance must be positive, got {self.tolerance}")
 
 
 def load_model(name: str) -> nn.Module:
     """A classifier if the saved config says so, else the bare encoder."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-    from minimoe.assets.resolve import load_pretrained, resolve_model
+    from minimoe.assets.resolve import load_pretrained
 
-    architectures = AutoConfig.from_pretrained(resolve_model(name)).architectures or []
+    architectures = load_pretrained(AutoConfig, name).architectures or []
     classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
     return load_pretrained(AutoModelForSequenceClassification if classifier else AutoModel, name).eval()
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from minimoe.assets.resolve import load_pretrained, resolve_model, resolve_task
 from minimoe.card import CardInfo, measure_cost, read_card_meta
@@ -20,6 +20,7 @@ from minimoe.data.tasks import TaskSpec, subsample
 from minimoe.errors import MiniMoEError
 from minimoe.evaluation import eval_splits, make_evaluator, read_split
 from minimoe.files import atomic_write_text
+from minimoe.lengths import fit_max_length, token_limit
 from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
 from minimoe.saving import save_model
@@ -128,6 +129,8 @@ def run(cfg: FinetuneConfig) -> dict:
     spec, train, dev = load_splits(cfg)
     model_path = resolve_model(cfg.model)
     tokenizer = load_pretrained(AutoTokenizer, model_path)
+    configs = [load_pretrained(AutoConfig, path) for path in (model_path, cfg.teacher) if path]  # KD reads them too
+    cfg = replace(cfg, max_length=fit_max_length(cfg, token_limit(*configs, tokenizer=tokenizer), cfg.model))
     collate = pad_collator(tokenizer)
     train_data = encode_task(train, tokenizer, cfg.max_length)
     dev_data = {split: encode_task(examples, tokenizer, cfg.max_length) for split, examples in dev.items()}

@@ -8,7 +8,7 @@ a table on stdout, inspect.json and inspect.png. `minimoe distill` runs this on 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,9 @@ from minimoe.data.tasks import Example
 from minimoe.diagnostics import inspect_model
 from minimoe.errors import MiniMoEError
 from minimoe.evaluation import read_split
+from minimoe.lengths import fit_max_length, token_limit
 from minimoe.modeling import MiniMoEConfig, init_student
+from minimoe.textfiles import read_lines, read_text
 
 DEFAULT_CORPUS = "wiki-summaries"
 
@@ -55,6 +57,13 @@ class InspectConfig:
     output_dir: str = ""
     """where inspect.json and inspect.png go; empty = the model directory"""
 
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "batch_size", "top_tokens"):
+            if getattr(self, name) < 1:
+                raise MiniMoEError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
+
 
 def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:
     """The texts to route, tokenised: a file, the dev sets of tasks, or the packaged corpus' sentences."""
@@ -70,7 +79,7 @@ def load_texts(cfg: InspectConfig, tokenizer) -> Dataset:
     if cfg.texts:
         if not Path(cfg.texts).is_file():
             raise MiniMoEError(f"--texts {cfg.texts}: no such file")
-        lines = [line.strip() for line in Path(cfg.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in read_lines(cfg.texts) if line.strip()]
     else:
         lines = [sentence for doc in read_documents(fetch_corpus(DEFAULT_CORPUS)) for sentence in doc]
     if not lines:
@@ -86,13 +95,13 @@ def distill_run_dir(cfg: InspectConfig) -> Path | None:
             raise MiniMoEError(f"--run_dir {cfg.run_dir} holds no recipe.yaml (give a `minimoe distill` output_dir)")
         return Path(cfg.run_dir)
     recipe = Path(cfg.model).parent / "recipe.yaml"
-    is_distill = recipe.is_file() and "student" in (yaml.safe_load(recipe.read_text()) or {})
+    is_distill = recipe.is_file() and "student" in (yaml.safe_load(read_text(recipe)) or {})
     return recipe.parent if is_distill else None
 
 
 def initial_student(model_dir: str, run_dir: Path) -> nn.Module:
     """The student a distill run started from: the saved config, with the recipe's seed and expert init."""
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    recipe = yaml.safe_load(read_text(run_dir / "recipe.yaml")) or {}
     seed, init = recipe.get("train", {}).get("seed", 0), recipe.get("student", {}).get("init", "moefy")
     return init_student(load_pretrained(MiniMoEConfig, model_dir), seed, init)
 
@@ -105,6 +114,7 @@ def run(cfg: InspectConfig) -> dict:
     if getattr(model.config, "num_experts", 2) < 2:
         raise MiniMoEError(f"{cfg.model} is a dense student (num_experts = 1): it has no experts or router to inspect")
     tokenizer = load_pretrained(AutoTokenizer, cfg.model)
+    cfg = replace(cfg, max_length=fit_max_length(cfg, token_limit(model.config, tokenizer=tokenizer), cfg.model))
     run_dir = distill_run_dir(cfg)
     init = initial_student(cfg.model, run_dir) if run_dir else None
     out = Path(cfg.output_dir or cfg.model)

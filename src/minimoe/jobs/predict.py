@@ -1,6 +1,9 @@
 """`minimoe predict`: label texts with a fine-tuned model, one JSON line per input, in input order.
 
-Inputs are tokenised once and batched by length (longest first), so a batch pads to similar lengths.
+A text file or stdin is split at \\n and \\r\\n only, so every input line gets exactly one output line; a blank
+line (or a JSON null / blank text column) gets a line marked `"empty": true` instead of a prediction.
+Inputs are tokenised once, truncated to the model's length, and batched by length (longest first), so a
+batch pads to similar lengths.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from accelerate import Accelerator
@@ -20,6 +23,7 @@ from minimoe.errors import MiniMoEError
 from minimoe.evaluation import load_classifier
 from minimoe.files import atomic_write_text
 from minimoe.inference import eval_mode
+from minimoe.lengths import fit_max_length, token_limit
 
 
 @dataclass
@@ -41,10 +45,29 @@ class PredictConfig:
     bf16: bool = False
     """bfloat16 autocast on the model's device (faster on recent CPUs and GPUs)"""
 
+    def __post_init__(self) -> None:
+        if not self.input or not self.output:
+            raise MiniMoEError("input and output must name a file, or - for stdin / stdout")
+        if not 1 <= len(self.text_columns) <= 2:
+            raise MiniMoEError(f"text_columns must name 1 or 2 columns, got {self.text_columns}")
+        if self.batch_size < 1:
+            raise MiniMoEError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_length < 8:
+            raise MiniMoEError(f"max_length must be at least 8, got {self.max_length}")
 
-def prediction(texts: tuple[str, ...], logits: torch.Tensor, id2label: dict[int, str]) -> dict:
-    """One output line: the texts, then the label and its probabilities, or the score of a regression model."""
+
+def is_empty(texts: tuple[str | None, ...]) -> bool:
+    """An input with nothing to classify: a blank line, or a null or blank text column."""
+    return any(text is None or not text.strip() for text in texts)
+
+
+def prediction(texts: tuple[str | None, ...], logits: torch.Tensor | None, id2label: dict[int, str]) -> dict:
+    """One output line: the texts, then the label and its probabilities, or the score of a regression model;
+    an empty input (no logits) gets a null label (or score) and `"empty": true`.
+    """
     line = {"text": texts[0]} | ({"text_pair": texts[1]} if len(texts) > 1 else {})
+    if logits is None:
+        return line | {"score" if len(id2label) == 1 else "label": None, "empty": True}
     if logits.numel() == 1:
         return line | {"score": round(float(logits), 6)}
     probs = logits.float().softmax(-1)  # [C]
@@ -57,6 +80,8 @@ def prediction(texts: tuple[str, ...], logits: torch.Tensor, id2label: dict[int,
 @torch.no_grad()
 def predict(model, tokenizer, texts: list[tuple[str, ...]], batch_size: int, max_length: int, bf16: bool) -> list:
     """Logits [C] of every input, in input order; batches are formed longest first."""
+    if not texts:
+        return []
     data = encode_task([Example(t, 0) for t in texts], tokenizer, max_length)
     order = sorted(range(len(data)), key=lambda i: -len(data[i]["input_ids"]))
     collate, device = pad_collator(tokenizer), next(model.parameters()).device
@@ -76,14 +101,18 @@ def run(cfg: PredictConfig) -> dict:
     if not cfg.model:
         raise MiniMoEError("predict needs --model (a fine-tuned model directory or a hub name)")
     model, tokenizer = load_classifier(cfg.model)
-    texts = read_texts(cfg.input, cfg.text_columns, sys.stdin if cfg.input == "-" else None)
+    cfg = replace(cfg, max_length=fit_max_length(cfg, token_limit(model.config, tokenizer=tokenizer), cfg.model))
+    texts = read_texts(cfg.input, cfg.text_columns, sys.stdin.buffer if cfg.input == "-" else None)
     if not texts:
         raise MiniMoEError(f"{'stdin' if cfg.input == '-' else cfg.input}: no texts to predict")
     model.to(Accelerator().device)
+    full = [i for i, t in enumerate(texts) if not is_empty(t)]
     start = time.perf_counter()
-    logits = predict(model, tokenizer, texts, cfg.batch_size, cfg.max_length, cfg.bf16)
+    found = predict(model, tokenizer, [texts[i] for i in full], cfg.batch_size, cfg.max_length, cfg.bf16)
     seconds = time.perf_counter() - start
-    lines = "".join(json.dumps(prediction(t, lg, model.config.id2label)) + "\n" for t, lg in zip(texts, logits))
+    logits = dict(zip(full, found))
+    id2label = model.config.id2label
+    lines = "".join(json.dumps(prediction(t, logits.get(i), id2label)) + "\n" for i, t in enumerate(texts))
     if cfg.output == "-":
         sys.stdout.write(lines)
         sys.stdout.flush()
@@ -92,7 +121,8 @@ def run(cfg: PredictConfig) -> dict:
     return {
         "model": cfg.model,
         "examples": len(texts),
+        "empty": len(texts) - len(full),
         "output": cfg.output,
         "seconds": round(seconds, 2),
-        "examples_per_second": round(len(texts) / seconds, 1),
+        "examples_per_second": round(len(full) / seconds, 1) if full else 0.0,
     }

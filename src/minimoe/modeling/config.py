@@ -6,6 +6,24 @@ from transformers import PretrainedConfig
 
 from minimoe.errors import MiniMoEError
 
+# Families whose position ids start after the padding index (pad_token_id + 1), as RoBERTa's do.
+PADDING_OFFSET_FAMILIES = frozenset(
+    {"roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text"}
+    | {"xmod", "ibert", "longformer"}
+)
+
+
+def position_limit(config: PretrainedConfig) -> int | None:
+    """The most tokens a model of this config can embed: its position table, less the pad_token_id + 1 offset
+    of the RoBERTa-style families (514 -> 512); None for a config without a position table.
+    """
+    table = getattr(config, "max_position_embeddings", None)
+    if not table:
+        return None
+    if getattr(config, "model_type", "") in PADDING_OFFSET_FAMILIES:
+        return table - (getattr(config, "pad_token_id", 1) or 0) - 1
+    return table
+
 
 class MiniMoEConfig(PretrainedConfig):
     """Config of a MiniMoE encoder.
@@ -110,13 +128,9 @@ class MiniMoEConfig(PretrainedConfig):
             num_experts=experts,
         )
         if teacher is not None:
-            max_pos = getattr(teacher, "max_position_embeddings", 512)
-            if getattr(teacher, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "mpnet"}:
-                # These families offset positions by pad_token_id + 1; the student counts from 0.
-                max_pos = max_pos - (getattr(teacher, "pad_token_id", 1) or 0) - 1
             fields |= dict(
                 vocab_size=teacher.vocab_size,
-                max_position_embeddings=max_pos,
+                max_position_embeddings=position_limit(teacher) or 512,  # the student counts positions from 0
                 type_vocab_size=max(2, getattr(teacher, "type_vocab_size", 2) or 2),
                 pad_token_id=getattr(teacher, "pad_token_id", 0) or 0,
             )

@@ -155,7 +155,7 @@ class MiniMoEPreTrainedModel(PreTrainedModel):
             except MiniMoEError as err:
                 raise MiniMoEError(f"{path / 'config.json'}: {err}") from None
             kwargs |= held
-        validate_checkpoint(path, cls, config, cls.base_model_prefix, kwargs.get("ignore_mismatched_sizes", False))
+        validate_checkpoint(path, cls, config, kwargs.get("ignore_mismatched_sizes", False))
         return super().from_pretrained(path, *model_args, config=config, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:

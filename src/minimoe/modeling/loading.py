@@ -69,15 +69,22 @@ def blame(config, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
     return "the tensor's rank"
 
 
-def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str, ignore_mismatched: bool = False) -> None:
+def has_weights(directory: Path) -> bool:
+    """Whether a directory holds safetensors weights (one file or an index of shards) that can be checked."""
+    return (directory / WEIGHTS_FILE).is_file() or (directory / INDEX_FILE).is_file()
+
+
+def validate_checkpoint(directory: Path, build, config, ignore_mismatched: bool = False) -> None:
     """Raise MiniMoEError unless every weight the model needs is in the directory with the right shape.
 
+    `build(config)` makes the model (a model class, or an Auto class's from_config), on the meta device.
     The base-model prefix is ignored on both sides, so a base checkpoint loads into a task model (whose
     new head may be missing) and a task checkpoint into a base model. `ignore_mismatched` (transformers'
     ignore_mismatched_sizes) lets a classifier of another label count be replaced by a fresh one.
     """
     with torch.device("meta"):
-        model = model_cls(config)
+        model = build(config)
+    base_prefix = model.base_model_prefix
 
     def strip(key: str) -> str:
         return key.removeprefix(base_prefix + ".")
@@ -88,13 +95,15 @@ def validate_checkpoint(directory: Path, model_cls, config, base_prefix: str, ig
         if key not in found:
             if key.split(".")[0] in {"classifier", "pooler"}:
                 continue  # a fresh task head (or pooler) is initialised, as transformers does
+            fields = ", ".join(
+                f"{f} = {getattr(config, f)}" for f in ("num_experts", "num_hidden_layers") if hasattr(config, f)
+            )
             raise MiniMoEError(
-                f"{directory / WEIGHTS_FILE} lacks weight {key} that config.json "
-                f"(num_experts = {config.num_experts}, num_hidden_layers = {config.num_hidden_layers}) requires"
+                f"{directory / WEIGHTS_FILE} lacks weight {key} that {directory / 'config.json'} ({fields}) requires"
             )
         shape, file = found[key]
         if shape != tuple(tensor.shape) and not (ignore_mismatched and key.startswith("classifier.")):
             raise MiniMoEError(
-                f"config.json field {blame(config, tuple(tensor.shape), shape)} does not fit {file}: "
+                f"{directory / 'config.json'} field {blame(config, tuple(tensor.shape), shape)} does not fit {file}: "
                 f"{key} has shape {shape}, the config expects {tuple(tensor.shape)}"
             )
