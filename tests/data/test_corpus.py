@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -270,3 +271,10 @@ def test_pair_corpus_reopens_a_cache_directory(tmp_path: Path, bert_tokenizer):
     built = build_corpus(write_corpus(tmp_path / "docs.txt"), bert_tokenizer, max_length=16, cache_root=tmp_path / "c")
     reopened = PairCorpus(built.directory)
     assert [x["input_ids"].tolist() for x in reopened] == [x["input_ids"].tolist() for x in built]
+
+
+def test_pair_corpus_pickles_as_its_directory(tmp_path: Path, bert_tokenizer):
+    built = build_corpus(write_corpus(tmp_path / "docs.txt"), bert_tokenizer, max_length=16, cache_root=tmp_path / "c")
+    data = pickle.dumps(built)  # what a DataLoader worker started by spawn receives
+    assert len(data) < 1000 and built.input_ids.nbytes > 0
+    assert [x["input_ids"].tolist() for x in pickle.loads(data)] == [x["input_ids"].tolist() for x in built]

@@ -2,6 +2,7 @@
 with the task's labels and a trained head, run on the accelerator's device, and stay with their examples."""
 
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -50,6 +51,8 @@ def test_cached_qkv_equal_the_live_teacher(tiny_teacher_dir, tiny_corpus, tmp_pa
     for j in range(3):
         torch.testing.assert_close(batch["teacher_qkv"][:, :, j].float()[valid], live[j][valid], atol=2e-3, rtol=2e-3)
     assert batch["teacher_qkv"][~valid].abs().sum() == 0
+    reloaded = pickle.loads(pickle.dumps(cached))  # as a spawned DataLoader worker gets it: no array copied
+    assert len(pickle.dumps(cached)) < 2000 and np.array_equal(reloaded[3]["teacher_qkv"], cached[3]["teacher_qkv"])
 
 
 def test_distillation_from_the_cache_matches_live(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
@@ -97,13 +100,19 @@ def test_qkv_cache_feeds_the_teacher_on_its_device_and_copies_out_before_numpy(
 
     def qkv_on_the_device(teacher, input_ids, attention_mask, token_type_ids=None, layer=-1):
         devices.update({input_ids.device, attention_mask.device, token_type_ids.device})
+        devices.add((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))  # the run's precision
         B, T = input_ids.shape
         return torch.ones(B, T, 3, teacher.hidden_size, dtype=torch.float16).as_subclass(OnAccelerator)
 
     monkeypatch.setattr(teacher_cache, "packed_qkv", qkv_on_the_device)
-    directory = build_teacher_cache(teacher, corpus, pad_collator(tokenizer), -1, tmp_path / "qkv", batch_size=5)
-    assert devices == {torch.device("meta")}
+    stand_in = CPUStandIn("meta")
+    directory = build_teacher_cache(
+        teacher, corpus, pad_collator(tokenizer), -1, tmp_path / "qkv", batch_size=5, autocast=stand_in.autocast
+    )
+    assert devices == {torch.device("meta"), (True, torch.bfloat16)}
     assert (np.load(directory / "qkv.npy") == 1).all()
+    fp32, bf16 = (cache_key(str(tiny_teacher_dir), -1, corpus, p) for p in ("no", "bf16"))
+    assert fp32 == cache_key(str(tiny_teacher_dir), -1, corpus) and bf16 != fp32  # bf16 Q/K/V are another cache
 
 
 def test_left_padding_is_refused(tiny_teacher_dir, tiny_corpus, tmp_path):

@@ -5,6 +5,7 @@ leave a resumable run."""
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +21,14 @@ from minimoe.errors import MiniMoEError, Stopped
 from minimoe.jobs.distill import StudentConfig, student_config
 from minimoe.modeling import init_student
 from minimoe.training.objectives import RelationDistillation
-from minimoe.training.trainer import TrainConfig, Trainer, checkpoints, latest_checkpoint, param_groups
+from minimoe.training.trainer import (
+    TrainConfig,
+    Trainer,
+    checkpoints,
+    latest_checkpoint,
+    loader_workers,
+    param_groups,
+)
 
 
 class RandomIds(Dataset):
@@ -66,6 +74,7 @@ def config(tmp_path, **kw):
         log_every=1,
         save_every=4,
         threads=1,
+        num_workers=0,  # RandomIds simulates kills and signals from inside the loading process
     )
     fields.update(kw)
     return TrainConfig(**fields)
@@ -95,12 +104,44 @@ def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):
         torch.testing.assert_close(p, q, msg=name)
 
 
-def test_nan_loss_is_a_clear_error(tiny_teacher_dir, tmp_path):
+def test_loader_workers_change_no_batch_and_a_run_resumes_with_them(tiny_teacher_dir, tmp_path):
+    # 6 batches an epoch: the resume at step 4 skips into the first epoch, then a second epoch follows.
+    straight = objective(tiny_teacher_dir)
+    Trainer(config(tmp_path / "a", keep_checkpoints=5), straight, RandomIds(), collate).train()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for step in (8, 12):
+        shutil.rmtree(tmp_path / "b" / "checkpoints" / f"step-{step}")
+    resumed = objective(tiny_teacher_dir)
+    trainer = Trainer(config(tmp_path / "b", resume=True, num_workers=2), resumed, RandomIds(), collate)
+    assert trainer.loader.num_workers == 2 and trainer.loader.persistent_workers
+    result = trainer.train()  # num_workers may change on resume: it changes nothing that is trained
+    assert result.resumed_from == 4 and result.steps == 12
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_loader_workers_default_to_a_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader_workers(-1) == 4 and loader_workers(0) == 0 and loader_workers(7) == 7
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 processes on the machine: 2 cores each
+    assert loader_workers(-1) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loader_workers(-1) == 1
+    with pytest.raises(MiniMoEError, match="num_workers"):
+        TrainConfig(num_workers=-2)
+
+
+@pytest.mark.parametrize("log_every", [1, 10])
+def test_nan_loss_is_a_clear_error_and_never_checkpointed(tiny_teacher_dir, tmp_path, log_every):
+    # The loop reads losses at logging and before checkpoints (not every step): with log_every 10 the NaN of
+    # step 1 is caught at the step-4 checkpoint, which is not written.
     obj = objective(tiny_teacher_dir)
     with torch.no_grad():
         obj.student.embeddings.word_embeddings.weight.fill_(float("nan"))
     with pytest.raises(MiniMoEError, match="loss became nan at step 1"):
-        Trainer(config(tmp_path), obj, RandomIds(), collate).train()
+        Trainer(config(tmp_path, log_every=log_every), obj, RandomIds(), collate).train()
+    assert latest_checkpoint(tmp_path) is None
 
 
 PER_LAYER_NO_DECAY = [

@@ -100,6 +100,13 @@ class PairCorpus(Dataset):
             np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in _ARRAYS
         )
 
+    def __getstate__(self) -> dict:
+        """Pickled as its directory (DataLoader workers started by spawn map the arrays again, never copy them)."""
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["directory"])
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 

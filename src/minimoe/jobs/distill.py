@@ -151,8 +151,10 @@ def run(cfg: DistillConfig) -> dict:
         workers=cfg.corpus_workers,
     )
     if cfg.cache_teacher:
-        directory = cache_dir() / "teacher-qkv" / cache_key(teacher_path, cfg.teacher_layer, data)
-        build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, cfg.train.batch_size * 2)
+        key = cache_key(teacher_path, cfg.teacher_layer, data, accelerator.mixed_precision)
+        directory = cache_dir() / "teacher-qkv" / key
+        batch = cfg.train.batch_size * 2
+        build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, batch, accelerator.autocast)
         data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

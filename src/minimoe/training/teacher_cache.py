@@ -8,6 +8,8 @@ KD logits as float32 [N, C]. The teacher runs on its (accelerator's) device; res
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -35,9 +37,10 @@ def _identity(data: Dataset):
     return str(Path(data.directory).resolve())
 
 
-def cache_key(teacher_dir: str, layer: int, data: Dataset) -> str:
-    """Names a cache by the teacher's weights (path + mtime), the layer and the corpus it covers."""
-    return content_key(weights_stamp(teacher_dir), layer, _identity(data))
+def cache_key(teacher_dir: str, layer: int, data: Dataset, precision: str = "no") -> str:
+    """Names a cache by the teacher's weights (path + mtime), the layer, the corpus it covers and the precision the
+    teacher ran in (full-precision caches keep the key they had before precision was part of it)."""
+    return content_key(weights_stamp(teacher_dir), layer, _identity(data), *([precision] if precision != "no" else []))
 
 
 def packed_qkv(teacher: Teacher, input_ids, attention_mask, token_type_ids=None, layer: int = -1) -> torch.Tensor:
@@ -65,16 +68,33 @@ def right_padded(batches):
 
 
 def build_teacher_cache(
-    teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int = 64
+    teacher: Teacher,
+    data: Dataset,
+    collate,
+    layer: int,
+    directory: Path,
+    batch_size: int = 64,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Path:
-    """Run the teacher over every sequence once and store its Q/K/V of `layer`, once per filesystem (see build_once)."""
-    build = partial(_write_qkv, teacher, data, collate, layer, directory, batch_size)
+    """Run the teacher over every sequence once and store its Q/K/V of `layer`, once per filesystem (see build_once).
+
+    `autocast` is the run's precision (`accelerator.autocast`), so the cache holds what the live teacher would give.
+    """
+    build = partial(_write_qkv, teacher, data, collate, layer, directory, batch_size, autocast)
     build_once(directory, "the teacher Q/K/V cache", build)
     return directory
 
 
 @torch.no_grad()
-def _write_qkv(teacher: Teacher, data: Dataset, collate, layer: int, directory: Path, batch_size: int) -> None:
+def _write_qkv(
+    teacher: Teacher,
+    data: Dataset,
+    collate,
+    layer: int,
+    directory: Path,
+    batch_size: int,
+    autocast: Callable[[], AbstractContextManager],
+) -> None:
     lengths = [len(data[i]["input_ids"]) for i in range(len(data))]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     with atomic_path(directory) as tmp:
@@ -86,7 +106,10 @@ def _write_qkv(teacher: Teacher, data: Dataset, collate, layer: int, directory: 
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
         row = 0
         for batch in device_batches(right_padded(loader), teacher.device, drop=(), desc="teacher Q/K/V cache"):
-            qkv = packed_qkv(teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer)
+            with autocast():
+                qkv = packed_qkv(
+                    teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), layer
+                )
             for seq in qkv.cpu():  # [T, 3, H]
                 store[offsets[row] : offsets[row + 1]] = seq[: lengths[row]].numpy()
                 row += 1
@@ -98,7 +121,7 @@ class CachedTeacherCorpus(Dataset):
     """The corpus' segment pairs, each with the cached teacher Q/K/V of its tokens [T, 3, H]."""
 
     def __init__(self, data: Dataset, directory: Path):
-        self.data = data
+        self.data, self.directory = data, directory
         self.offsets = np.load(directory / "offsets.npy")
         self.qkv = np.load(directory / "qkv.npy", mmap_mode="r")
         if len(self.offsets) != len(data) + 1:
@@ -106,6 +129,13 @@ class CachedTeacherCorpus(Dataset):
                 f"teacher cache {directory} holds {len(self.offsets) - 1} sequences, the corpus "
                 f"{len(data)}: delete the cache directory to rebuild it"
             )
+
+    def __getstate__(self) -> dict:
+        """Pickled as the corpus and the cache directory (spawned DataLoader workers map the cache again)."""
+        return {"data": self.data, "directory": self.directory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["data"], state["directory"])
 
     def __len__(self) -> int:
         return len(self.data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -44,6 +45,7 @@ RESUMABLE = {
     "train.force_resume",
     "train.output_dir",
     "train.threads",
+    "train.num_workers",
     "train.log_every",
     "corpus_workers",
 }
@@ -92,6 +94,8 @@ class TrainConfig:
     """resume even if the recipe differs from the checkpoint's (the differences are printed)"""
     threads: int = 0
     """torch intra-op threads per process; 0 = torch's default"""
+    num_workers: int = -1
+    """DataLoader worker processes per process; -1 = min(4, its share of the cores), 0 = load in the main process"""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "log_every", "keep_checkpoints"):
@@ -102,6 +106,8 @@ class TrainConfig:
         for name in ("max_steps", "save_every", "eval_every", "threads", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise MiniMoEError(f"train.{name} must not be negative, got {getattr(self, name)}")
+        if self.num_workers < -1:
+            raise MiniMoEError(f"train.num_workers must be -1 (automatic) or more, got {self.num_workers}")
         if not self.lr > 0:
             raise MiniMoEError(f"train.lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio <= 1:
@@ -143,6 +149,35 @@ def make_optimizer(
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, eps=eps, fused=fused)
 
 
+def loader_workers(requested: int) -> int:
+    """DataLoader workers per training process: `requested`, or for -1 min(4, this process's share of the cores
+    it shares with the other processes on its machine (LOCAL_WORLD_SIZE, set by accelerate launch / torchrun))."""
+    if requested >= 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def make_loader(data: Dataset, collate: Callable, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    """The training DataLoader: shuffled by its own seeded generator, batches padded in `train.num_workers` worker
+    processes (kept across epochs) and, on CUDA, collated into pinned memory so the copy to the GPU is asynchronous.
+
+    The loader's own generator keeps its per-epoch seed draw off the global RNG (dropout, router noise), so a resumed
+    run draws the same random numbers as an uninterrupted one; workers only pad, so they change no batch.
+    """
+    workers = loader_workers(cfg.num_workers)
+    return DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+
+
 def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> Accelerator:
     """An Accelerator for this run (TensorBoard under output_dir, seedable data order), and the run's lock.
 
@@ -161,7 +196,10 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
         project_config=ProjectConfiguration(
             project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "tensorboard")
         ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        # non_blocking: batches come in pinned memory on CUDA (make_loader), so their copy overlaps compute.
+        dataloader_config=DataLoaderConfiguration(
+            use_seedable_sampler=True, data_seed=cfg.seed, non_blocking=torch.cuda.is_available()
+        ),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
@@ -213,15 +251,7 @@ class Trainer:
         set_seed(cfg.seed)
         self.out = Path(cfg.output_dir)
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
-        # The loader's own generator keeps its per-epoch seed draw off the global RNG (dropout, router
-        # noise), so a resumed run draws the same random numbers as an uninterrupted one.
-        loader = DataLoader(
-            data,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        loader = make_loader(data, collate, cfg, self.accelerator.device)
         optimizer = make_optimizer(objective, cfg.weight_decay, cfg.lr, self.accelerator.device, cfg.adam_epsilon)
         self.model, self.optimizer, self.loader = self.accelerator.prepare(objective, optimizer, loader)
         per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
@@ -232,17 +262,37 @@ class Trainer:
         )
         self.scheduler = self.accelerator.prepare(scheduler)
         self.step, self.best, self.stop_signal = 0, None, None
+        self.window: list[tuple[int, dict]] = []  # (step, scalar outputs) of each micro-batch since the last log
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
         self.accelerator.init_trackers("run", config=self.recipe)
         self.metrics_file = self.out / "metrics.jsonl"
 
+    def read_window(self) -> list[dict[str, float]]:
+        """The scalars of every micro-batch since the last log, on the host (one device sync for them all).
+
+        Raises at the first non-finite loss: the loop checks here (at logging and before each checkpoint) instead of
+        on every micro-batch, so the step never waits for the device, and no checkpoint holds a diverged run.
+        """
+        if not self.window:
+            return []
+        values = torch.stack([torch.stack([v.float() for v in m.values()]) for _, m in self.window]).cpu()  # [n, k]
+        rows = [dict(zip(m, row)) for (_, m), row in zip(self.window, values.tolist())]
+        for (step, _), row in zip(self.window, rows):
+            if not math.isfinite(row["loss"]):
+                raise MiniMoEError(
+                    f"loss became {row['loss']} at step {step}: lower train.lr, check the data, or disable fp16; "
+                    f"resume from the last good checkpoint with --train.resume"
+                )
+        return rows
+
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write step-N atomically (temp dir, then rename) and prune old ones.
+        """Write step-N atomically (temp dir, then rename) and prune old ones; refuses a run whose loss diverged.
 
         A kill or a failed write (disk full) leaves the previous checkpoints as they were.
         """
+        self.read_window()
         acc = self.accelerator
         root = self.out / CHECKPOINTS
         final, tmp = root / f"step-{self.step}", root / f".tmp-step-{self.step}"
@@ -356,7 +406,7 @@ class Trainer:
         """
         acc, cfg = self.accelerator, self.cfg
         eval_every = cfg.eval_every or (self.steps_per_epoch if self.evaluate else 0)
-        last, window = {}, []
+        last = {}
         self.model.train()
         while self.step < self.total_steps:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -366,27 +416,23 @@ class Trainer:
             for batch in batches:
                 with acc.accumulate(self.model):
                     out = self.model(**batch)
-                    loss = out["loss"]
-                    if not torch.isfinite(loss.detach()):
-                        raise MiniMoEError(
-                            f"loss became {loss.item()} at step {self.step + 1}: lower train.lr, check the "
-                            f"data, or disable fp16; resume from the last good checkpoint with --train.resume"
-                        )
-                    acc.backward(loss)
+                    acc.backward(out["loss"])
                     if acc.sync_gradients and cfg.grad_clip > 0:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
-                window.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0})
+                scalars = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+                self.window.append((self.step + 1, scalars))  # kept on the device: no host sync in the step
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    last = {f"train/{k}": sum(w[k] for w in window) / len(window) for k in window[0]}
+                    rows = self.read_window()
+                    last = {f"train/{k}": sum(r[k] for r in rows) / len(rows) for k in rows[0]}
                     last["train/lr"] = self.scheduler.get_last_lr()[0]
-                    window = []
+                    self.window = []
                     self.log(last)
                     bar.set_postfix(loss=f"{last['train/loss']:.4f}")
                 if eval_every and self.step % eval_every == 0 and self.step != self.total_steps:
