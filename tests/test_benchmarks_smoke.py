@@ -1,4 +1,5 @@
-"""`benchmarks/run.py --smoke` end to end in a subprocess, so the benchmark suite cannot rot unnoticed."""
+"""The benchmarks' smoke modes end to end in subprocesses (`run.py`, `loader.py`, `gpu.py`), so they cannot rot
+unnoticed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.integration  # uses the real (already fetched) all-MiniLM-L6-v2
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
 
 
+@pytest.mark.integration  # uses the real (already fetched) all-MiniLM-L6-v2
 def test_smoke_json_has_every_section(smoke_run):
     out, _ = smoke_run
     perf = json.loads((out / "perf.json").read_text())
@@ -138,6 +139,7 @@ def test_smoke_json_has_every_section(smoke_run):
     assert len(perf["headline"]) >= 3
 
 
+@pytest.mark.integration
 def test_smoke_writes_plots_and_doc(smoke_run):
     out, result = smoke_run
     images = sorted(p.name for p in (out / "img").glob("perf_*.png"))
@@ -154,3 +156,16 @@ def test_smoke_writes_plots_and_doc(smoke_run):
     assert doc.startswith("# Performance") and "SMOKE RUN" in doc and "img/perf_inference.png" in doc
     assert "## Routing" in doc and "### Dispatch fix: before/after" in doc and "Fine-tuning step by part" in doc
     assert "headline" in result.stdout
+
+
+def test_loader_smoke_measures_every_worker_count(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "loader.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "loader.py"), "--smoke", "--tokenizer", str(tiny_teacher_dir)]
+    result = subprocess.run([*command, "--json", str(out)], capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["workers"] for r in report["rows"]] == [0, 1, 2] and report["pairs"] > 0
+    assert all(positive(r["sequences_per_s"]) and positive(r["first_batch_s"]) for r in report["rows"])
+    parts = {"read pairs from the memmap", "pad (pad_collator)", "pad (DataCollatorWithPadding)"}
+    assert set(report["in_process_ms"]) == parts
+    assert {"sequences_per_s", "value", "met"} <= set(report["target"]) and "target >= 15,000" in result.stdout
