@@ -163,3 +163,27 @@ def test_reports_print_one_line():
     text = str(report)
     assert "FLOPs" in text and "params" in text and "active" in text and "\n" not in text
     assert "paper" in text
+
+
+@pytest.mark.parametrize("experts, source", [(4, "head"), (1, "last_layer")])
+def test_distillation_step_flops_match_a_counted_step(experts, source):
+    from minimoe.distill.objectives import RelationDistillation
+    from minimoe.distill.teachers import Teacher
+    from minimoe.flops import _cpu_sdpa_mapping, distillation_flops
+    from minimoe.modeling.moe import grouped_dispatch
+
+    torch.manual_seed(0)
+    teacher_config = BertConfig(
+        vocab_size=97, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96
+    )
+    teacher = Teacher(BertModel(teacher_config, add_pooling_layer=False).eval())
+    student = MiniMoEModel(make(experts), add_pooling_layer=False)
+    objective = RelationDistillation(student, teacher, relation_heads=4, teacher_layer=-2, source=source).train()
+    batch, length = 3, 16
+    ids = torch.randint(5, 97, (batch, length))
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_mapping())
+    with grouped_dispatch(student), counter:  # grouped: no zero rows of the padded dispatch counted
+        objective(ids, torch.ones_like(ids))["loss"].backward()
+    head = source == "head"  # the student's own Q/K/V: no head, no backward beyond them in the last layer
+    expected = distillation_flops(teacher_config, student.config, length, teacher_layer=-2, relation_head=head)
+    assert counter.get_total_flops() == batch * expected

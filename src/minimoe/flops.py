@@ -1,6 +1,6 @@
 """FLOP and parameter accounting for MiniMoE students (and any HF encoder).
 
-Four entry points:
+Five entry points:
 
 * `count_flops(model, batch_size, seq_len)` - the FLOPs one forward pass actually executes, measured
   with `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts as 2 FLOPs).
@@ -9,6 +9,8 @@ Four entry points:
   (4 H^2 + 2 H I) * T * L, in units of 1e9 (0.68 / 0.91 / 1.36 for 3L / 4L / 6L-384H, 10.9 for
   BERT-base, 38.7 for BERT-large).
 * `count_parameters(model)` - total and active (per-token) parameters.
+* `distillation_flops(teacher_config, student_config, seq_len)` - one task-agnostic distillation step per
+  sequence (teacher forward, student forward and backward, relation head and relation KL), in closed form.
 
 What is counted (by both `count_flops` and `analytic_flops`): matrix multiplications only, at 2 FLOPs
 per multiply-add - the Q, K, V and output projections, the attention scores (Q K^T) and context
@@ -51,6 +53,7 @@ __all__ = [
     "analytic_flops",
     "count_flops",
     "count_parameters",
+    "distillation_flops",
     "paper_gflops",
 ]
 
@@ -274,6 +277,39 @@ def analytic_flops(config, batch_size: int = 1, seq_len: int = 128, *, pooler: b
         per_sequence += 2 * H * H
     per_sequence += 2 * H * num_labels
     return batch_size * per_sequence
+
+
+def distillation_flops(
+    teacher_config, student_config, seq_len: int = 128, *, teacher_layer: int = -1, relation_head: bool = True
+) -> int:
+    """FLOPs of one MiniLMv2 distillation step (`RelationDistillation` forward and backward) per sequence of
+    `seq_len` real tokens, 2 per multiply-add, counted as `analytic_flops` counts (matmuls only):
+
+      teacher forward (no gradient) through layer `teacher_layer` - 1, then that layer's Q, K, V projections
+                                                       (the forward stops there): k * layer + 3 * 2 * T * Ht^2
+      student forward and backward (the backward computes input and weight gradients: 2x the forward)
+                                                       3 * analytic_flops(student, pooler=False)
+      the extra relation head (Q, K, V on the last hidden states)   3 * 3 * 2 * T * Hs^2
+      or, with `relation_head=False` (the student's own last-layer Q/K/V), no head, and no backward through the
+      rest of the last layer (attention, output projection, FFN), which the loss does not reach
+      relation scores X X^T of Q, K and V: teacher forward, student forward and backward (both operands)
+                                                       3 * 2 * T^2 * Ht + 3 * 3 * 2 * T^2 * Hs
+
+    The optimizer, softmaxes, the KL itself and the balance loss are not matmuls. tests/test_flops.py checks the sum
+    against FlopCounterMode over a real step; about 0.20 GFLOP a token from BERT-base into 3L-384H (E = 4).
+    """
+    T, Ht, Hs = seq_len, teacher_config.hidden_size, student_config.hidden_size
+    layers = teacher_config.num_hidden_layers
+    per_teacher_layer = analytic_flops(teacher_config, 1, T, pooler=False) // layers
+    teacher = (teacher_layer % layers) * per_teacher_layer + 3 * 2 * T * Ht * Ht
+    student_forward = analytic_flops(student_config, 1, T, pooler=False)
+    if relation_head:
+        student = 3 * student_forward + 3 * 3 * 2 * T * Hs * Hs
+    else:
+        last_layer_beyond_qkv = student_forward // student_config.num_hidden_layers - 3 * 2 * T * Hs * Hs
+        student = 3 * student_forward - 2 * last_layer_beyond_qkv
+    relations = 3 * 2 * T * T * Ht + 3 * 3 * 2 * T * T * Hs
+    return teacher + student + relations
 
 
 def paper_gflops(config, seq_len: int = 128, *, include_router: bool = False) -> float:
