@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +170,33 @@ def test_loader_smoke_measures_every_worker_count(tiny_teacher_dir, tmp_path):
     parts = {"read pairs from the memmap", "pad (pad_collator)", "pad (DataCollatorWithPadding)"}
     assert set(report["in_process_ms"]) == parts
     assert {"sequences_per_s", "value", "met"} <= set(report["target"]) and "target >= 15,000" in result.stdout
+
+
+def test_gpu_benchmark_smoke_runs_its_code_on_cpu(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert [(r["teacher"], r["student"]) for r in report["steps"]] == [
+        (t, s) for t in ("BERT-base (tiny)", "BERT-large (tiny)") for s in ("1L-32H E=4", "2L-32H E=4")
+    ]
+    for row in report["steps"]:  # the forced micro-batch of 4 accumulates to the batch of 8
+        assert (row["micro_batch"], row["grad_accum"], row["batch"]) == (4, 2, 8)
+        assert all(positive(row[k]) for k in ("tokens_per_s", "flops_per_token", "projected_hours", "teacher_share"))
+    cli = report["cli"]
+    assert cli["steps"] == 4 and positive(cli["tokens_per_s"]) and cli["syncs_by_phase"]["logging"] == 4
+    sites = [e["site"] for e in cli["sync_sites_in_step"]]
+    assert any("dispatch.py" in s for s in sites)  # the MoE dispatch reads its group sizes (seen on CPU too)
+    assert not any("trainer.py" in s for s in sites)  # the loop itself reads nothing on the host in a step
+    assert "| teacher | student |" in (tmp_path / "gpu.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU this would run the full benchmark")
+def test_gpu_benchmark_without_a_gpu_says_so_in_one_line():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0 and result.stdout.count("\n") == 1 and "needs a CUDA GPU" in result.stdout
+    estimate = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--estimate"]
+    table = subprocess.run(estimate, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "| BERT-base | 3L-384H E=4 | 0.201 |" in table  # 0.2 GFLOP a token, as issue 24 estimates

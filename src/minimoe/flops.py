@@ -1,6 +1,6 @@
 """FLOP and parameter accounting for MiniMoE students (and any HF encoder).
 
-Five entry points:
+The entry points:
 
 * `count_flops(model, batch_size, seq_len)` - the FLOPs one forward pass actually executes, measured
   with `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts as 2 FLOPs).
@@ -10,7 +10,8 @@ Five entry points:
   BERT-base, 38.7 for BERT-large).
 * `count_parameters(model)` - total and active (per-token) parameters.
 * `distillation_flops(teacher_config, student_config, seq_len)` - one task-agnostic distillation step per
-  sequence (teacher forward, student forward and backward, relation head and relation KL), in closed form.
+  sequence (teacher forward, student forward and backward, relation head and relation KL), in closed form;
+  `teacher_qkv_flops` is its teacher part.
 
 What is counted (by both `count_flops` and `analytic_flops`): matrix multiplications only, at 2 FLOPs
 per multiply-add - the Q, K, V and output projections, the attention scores (Q K^T) and context
@@ -55,6 +56,7 @@ __all__ = [
     "count_parameters",
     "distillation_flops",
     "paper_gflops",
+    "teacher_qkv_flops",
 ]
 
 
@@ -279,6 +281,13 @@ def analytic_flops(config, batch_size: int = 1, seq_len: int = 128, *, pooler: b
     return batch_size * per_sequence
 
 
+def teacher_qkv_flops(config, seq_len: int = 128, layer: int = -1) -> int:
+    """FLOPs per sequence of `Teacher.qkv`: the encoder's layers below `layer`, then that layer's Q, K, V projections
+    (the forward stops there), as `analytic_flops` counts them."""
+    layers, T, H = config.num_hidden_layers, seq_len, config.hidden_size
+    return (layer % layers) * (analytic_flops(config, 1, T, pooler=False) // layers) + 3 * 2 * T * H * H
+
+
 def distillation_flops(
     teacher_config, student_config, seq_len: int = 128, *, teacher_layer: int = -1, relation_head: bool = True
 ) -> int:
@@ -299,9 +308,7 @@ def distillation_flops(
     against FlopCounterMode over a real step; about 0.20 GFLOP a token from BERT-base into 3L-384H (E = 4).
     """
     T, Ht, Hs = seq_len, teacher_config.hidden_size, student_config.hidden_size
-    layers = teacher_config.num_hidden_layers
-    per_teacher_layer = analytic_flops(teacher_config, 1, T, pooler=False) // layers
-    teacher = (teacher_layer % layers) * per_teacher_layer + 3 * 2 * T * Ht * Ht
+    teacher = teacher_qkv_flops(teacher_config, T, teacher_layer)
     student_forward = analytic_flops(student_config, 1, T, pooler=False)
     if relation_head:
         student = 3 * student_forward + 3 * 3 * 2 * T * Hs * Hs
