@@ -337,23 +337,35 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def estimate(mfu: float) -> None:
-    """The recipe's FLOPs a token and its hours on known GPUs at an assumed utilisation (nothing measured)."""
+ESTIMATE_GPUS = {"H100 SXM": "H100", "A100": "A100", "L4": "L4"}  # label: PEAK_TFLOPS key
+
+
+def estimate_rows(mfu: float = ASSUMED_MFU) -> list[dict]:
+    """Per teacher/student pair: the step's FLOPs a token and the paper recipe's hours on ESTIMATE_GPUS at `mfu`."""
     from minimoe import MiniMoEConfig
     from minimoe.flops import distillation_flops
 
-    log(f"Paper recipe: {PAPER_TOKENS:.1e} tokens (5 epochs of English Wikipedia at 1,024 x 128), at {mfu:.0%} MFU")
-    gpus = {"H100 SXM": "H100", "A100": "A100", "L4": "L4"}  # label: PEAK_TFLOPS key
-    log("| teacher | student | GFLOP/token | " + " | ".join(f"{g} h" for g in gpus) + " |")
-    log("|---|---|---|" + "---|" * len(gpus))
+    rows = []
     for teacher, shape in TEACHERS.items():
         for student, (layers, hidden) in STUDENTS.items():
             config = MiniMoEConfig.for_student(layers, hidden, 4, vocab_size=30522)
             per_token = distillation_flops(bert_config(shape, 30522, 128), config, 128) / 128
-            hours = [PAPER_TOKENS * per_token / (PEAK_TFLOPS[key] * 1e12 * mfu) / 3600 for key in gpus.values()]
-            log(
-                f"| {teacher} | {student} E=4 | {per_token / 1e9:.3f} | " + " | ".join(f"{h:.1f}" for h in hours) + " |"
-            )
+            hours = {
+                gpu: PAPER_TOKENS * per_token / (PEAK_TFLOPS[key] * 1e12 * mfu) / 3600
+                for gpu, key in ESTIMATE_GPUS.items()
+            }
+            rows.append({"teacher": teacher, "student": f"{student} E=4", "gflop_per_token": per_token / 1e9} | hours)
+    return rows
+
+
+def estimate_table(mfu: float = ASSUMED_MFU) -> str:
+    """`estimate_rows` as a markdown table (what --estimate prints and docs/performance.md quotes)."""
+    lines = ["| teacher | student | GFLOP/token | " + " | ".join(f"{g} h" for g in ESTIMATE_GPUS) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(ESTIMATE_GPUS))
+    for r in estimate_rows(mfu):
+        hours = " | ".join(f"{r[g]:.1f}" for g in ESTIMATE_GPUS)
+        lines.append(f"| {r['teacher']} | {r['student']} | {r['gflop_per_token']:.3f} | {hours} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where gpu.json and gpu.md go")
     args = ap.parse_args(argv)
     if args.estimate:
-        estimate(args.mfu)
+        log(
+            f"Paper recipe: {PAPER_TOKENS:.1e} tokens (5 epochs of English Wikipedia at 1,024 x 128), {args.mfu:.0%} MFU"
+        )
+        log(estimate_table(args.mfu))
         return 0
     if not args.smoke and not torch.cuda.is_available():
         print("benchmarks/gpu.py needs a CUDA GPU and found none (--smoke runs its code on CPU; --estimate projects)")

@@ -5,10 +5,13 @@ The page is regenerated whole on every run except the hand-written notes between
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from minimoe.report import markdown_rows, si_count
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # gpu.json / gpu.md and loader.json, when run
 
 NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
 REGIMES = {"": "balanced", "grouped_dispatch": "balanced, grouped dispatch forced", "random_routers": "random-init"}
@@ -631,6 +634,71 @@ def doc_profiles(profiles: list[dict]) -> list[str]:
     return out
 
 
+def doc_gpu(results: Path) -> list[str]:
+    """## GPU: how to run benchmarks/gpu.py, its results once a GPU run wrote them, the FLOPs projection, and what
+    the distillation loader delivers (benchmarks/loader.py's last full run)."""
+    from gpu import ASSUMED_MFU, PAPER_TOKENS, estimate_table
+
+    out = [
+        "## GPU",
+        "",
+        "`python benchmarks/gpu.py` (one CUDA GPU, under 8 minutes) measures the teacher forward and the full "
+        "distillation step (`RelationDistillation`, fused AdamW, clipping at 5.0, bf16 autocast) of the paper's "
+        "3L-384H and 6L-384H MiniMoE students (E = 4) from random teachers of BERT-base's and BERT-large's shapes, at "
+        "the paper's 1,024 x 128 tokens a step (micro-batches halved until they fit, accumulated): tokens/s, peak GPU "
+        "memory, model FLOPs utilisation (`minimoe.flops.distillation_flops` over the GPU's dense bf16 peak) and the "
+        f"hours of the paper's recipe ({PAPER_TOKENS:.1e} tokens). Then it runs 200 steps of `minimoe distill` in bf16 "
+        "on the GPU under `benchmarks/sync_count.py` and counts the host syncs in the step by call site "
+        "(`torch.cuda.set_sync_debug_mode`). It writes `benchmarks/results/gpu.json` and `gpu.md`. "
+        "`--smoke` runs the same code on CPU at tiny shapes (`tests/test_benchmarks_smoke.py` does), where the host "
+        "reads that would be syncs on a GPU are counted instead.",
+        "",
+    ]
+    measured = json.loads((results / "gpu.json").read_text()) if (results / "gpu.json").is_file() else None
+    if measured and not measured["smoke"]:
+        out += [(results / "gpu.md").read_text().strip(), ""]
+    else:
+        out += [
+            "**No GPU figure exists yet**: no GPU has run it. Until one does, the hours below are an estimate from "
+            f"FLOPs at an assumed {ASSUMED_MFU:.0%} utilisation, not a measurement (`python benchmarks/gpu.py "
+            "--estimate`; dense bf16 peaks 989 / 312 / 121 TFLOP/s):",
+            "",
+            estimate_table(),
+            "",
+        ]
+    loader = json.loads((results / "loader.json").read_text()) if (results / "loader.json").is_file() else None
+    if loader and not loader["smoke"]:
+        hw, target = loader["hardware"], loader["target"]
+        out += [
+            "### Feeding it: the distillation loader",
+            "",
+            f"`{loader['command']}` ({hw['cores']} cores, {hw['cpu']}, 1-min load {loader['load_before']:.1f}): the "
+            f"trainer's DataLoader over a built corpus of {loader['pairs']:,} generated segment pairs (mean "
+            f"{loader['mean_tokens']:.0f} tokens), batch {loader['batch']} x <= {loader['max_length']}, no model. "
+            f"Target >= {target['sequences_per_s']:,} sequences/s with the default {loader['default_workers']} "
+            f"workers: {'met' if target['met'] else 'missed'} ({target['value']:,.0f}).",
+            "",
+            markdown_rows(
+                ["workers", "sequences/s", "tokens/s", "first batch (s)"],
+                [
+                    [
+                        r["workers"],
+                        f"{r['sequences_per_s']:,.0f}",
+                        f"{r['tokens_per_s']:,.0f}",
+                        f"{r['first_batch_s']:.2f}",
+                    ]
+                    for r in loader["rows"]
+                ],
+            ),
+            "",
+            "In one process, per batch: "
+            + ", ".join(f"{name} {ms:.1f} ms" for name, ms in loader["in_process_ms"].items())
+            + ".",
+            "",
+        ]
+    return out
+
+
 def write_doc(perf: dict, doc: Path, img_paths: list[Path]) -> None:
     """docs/performance.md from `perf`, keeping the hand-written notes of the existing page."""
     rel = {p.stem: os.path.relpath(p, doc.parent) for p in img_paths}
@@ -643,6 +711,7 @@ def write_doc(perf: dict, doc: Path, img_paths: list[Path]) -> None:
         *doc_dispatch(perf["dispatch"], rel),
         *doc_export(perf["export"]),
         *doc_profiles(perf["profiles"]),
+        *doc_gpu(RESULTS),
     ]
     out += [
         "## Findings and proposed fixes",
