@@ -3,8 +3,10 @@ what `minimoe evaluate` gives the stage's best model."""
 
 import json
 import random
+import shutil
 
 import pytest
+import yaml
 
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.jobs.evaluate import EvaluateConfig
@@ -270,3 +272,62 @@ def test_every_stage_score_is_what_evaluate_gives_its_best_model(tiny_teacher_di
         evaluated.append(100 * run_evaluate(config)["score"])
     assert [r["model"] for r in rows] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
     assert [r["stsb"] for r in rows] == evaluated
+
+
+def test_the_paper_recipe_prints_as_shipped(capsys):
+    from minimoe.cli import main
+
+    assert main(["study", "--config", "study-paper-bert-base", "--print_config"]) == 0
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    assert recipe["teachers"] == ["bert-base-uncased"] and recipe["corpus"] == ["hf:wikimedia/wikipedia:20231101.en"]
+    assert (recipe["sizes"], recipe["experts"], recipe["data_root"]) == (["3L-384H"], [1, 4], "hub")
+    assert (recipe["distill_epochs"], recipe["distill_batch_size"], recipe["distill_lr"]) == (5, 1024, 3e-4)
+    assert (recipe["distill_warmup"], recipe["mixed_precision"], recipe["cache_teacher"]) == (0.01, "bf16", False)
+    assert len(recipe["tasks"]) == 8 and len(recipe["student_lr"]) * len(recipe["student_batch_size"]) > 1
+
+
+def test_a_batch_the_processes_cannot_split_fails_before_any_stage(tmp_path):
+    with pytest.raises(MiniMoEError, match="not 3 accumulated micro-batches"):
+        run_study(StudyConfig(output_dir=str(tmp_path / "s"), distill_batch_size=32, distill_grad_accum=3))
+    with pytest.raises(MiniMoEError, match="student_lr needs at least one value"):
+        run_study(StudyConfig(output_dir=str(tmp_path / "s"), student_lr=[]))
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_the_paper_recipe_dry_runs_on_local_stand_ins(tiny_teacher_dir, tiny_corpus, task_dir, tmp_path, monkeypatch):
+    # The shipped recipe through the CLI with only its data, sizes and budget replaced by stand-ins: bf16, epochs of
+    # distillation at a global batch accumulated per process, the Q/K/V cache off, a fine-tuning grid.
+    from minimoe.cli import main
+
+    monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
+    (tmp_path / "glue" / "sst2").mkdir(parents=True)
+    for split in ("train.tsv", "dev.tsv"):  # a GLUE layout for the tiny task (task_dir is tmp_path itself)
+        shutil.copy(task_dir / split, tmp_path / "glue" / "sst2" / split)
+    out = tmp_path / "study"
+    args = ["study", "--config", "study-paper-bert-base", "--output_dir", str(out), "--teachers", str(tiny_teacher_dir)]
+    args += [
+        "--corpus",
+        str(tiny_corpus),
+        "--data_root",
+        str(tmp_path / "glue"),
+        "--tasks",
+        "sst2",
+        "--sizes",
+        "1L-32H",
+    ]
+    args += ["--max_length", "24", "--relation_heads", "2", "--distill_epochs", "2", "--distill_batch_size", "8"]
+    args += ["--distill_grad_accum", "2", "--distill_save_every", "2", "--student_lr", "1e-4", "5e-5"]
+    args += ["--student_batch_size", "8", "--student_epochs", "1", "--teacher_epochs", "1", "--no-measure_latency"]
+    assert main(args) == 0
+    distill = out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill"
+    recipe = yaml.safe_load((distill / "recipe.yaml").read_text())
+    assert recipe["train"]["mixed_precision"] == "bf16" and not recipe["cache_teacher"]
+    assert (recipe["train"]["batch_size"], recipe["train"]["grad_accum"], recipe["train"]["max_steps"]) == (4, 2, 0)
+    pairs = json.loads((distill / "summary.json").read_text())["sequences"]
+    assert json.loads((distill / "summary.json").read_text())["steps"] == 2 * -(-pairs // 8)  # 2 epochs of 8 a step
+    grid = sorted(p.name for p in (out / tiny_teacher_dir.name / "1L-32H-E1-s1" / "finetune-sst2").iterdir())
+    assert grid == ["lr0.0001-bs8-ep1", "lr5e-05-bs8-ep1"]
+    report = json.loads((out / "study.json").read_text())
+    assert [r["model"] for r in report["rows"]] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
+    assert report["paired"] and "Relation KL during distillation" in (out / "study.md").read_text()

@@ -13,8 +13,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
+import torch
+from accelerate import PartialState
 from transformers import AutoModelForSequenceClassification
 
 from minimoe.assets.resolve import load_pretrained
@@ -48,27 +50,44 @@ class StudyConfig:
     tasks: list[str] = field(default_factory=lambda: ["movie-sentiment", "snli"])
     """fine-tuning tasks"""
     data_root: str = ""
-    """GLUE-style tasks live in DATA_ROOT/TASK; empty = packaged tasks"""
+    """GLUE-style tasks live in DATA_ROOT/TASK; hub = GLUE through the `datasets` library; empty = packaged tasks"""
     corpus: list[str] = field(default_factory=lambda: ["wiki-summaries"])
     """distillation corpus (as distill --corpus)"""
     max_length: int = 64
     """tokens per sequence, distillation and fine-tuning"""
     distill_steps: int = 300
-    """optimizer steps of each distillation"""
+    """optimizer steps of each distillation; 0 = distill_epochs passes over the corpus"""
+    distill_epochs: float = 1.0
+    """passes over the corpus when distill_steps is 0"""
     distill_sequences: int = 9600
     """corpus segment pairs (= distill_steps x 32: one pass, teacher Q/K/V cached once)"""
+    distill_batch_size: int = 32
+    """sequences a distillation step over all processes (= per-process batch x distill_grad_accum x processes)"""
+    distill_grad_accum: int = 1
+    """micro-batches each process accumulates into one distillation step"""
     distill_lr: float = 0.0005
     """distillation learning rate"""
+    distill_warmup: float = 0.05
+    """fraction of the distillation steps spent warming up"""
+    distill_save_every: int = 100
+    """distillation steps between checkpoints"""
+    cache_teacher: bool = True
+    """run each teacher once over the corpus and reuse its Q/K/V (float16: ~4.6 KB a token at 768 wide)"""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """every stage's precision: no (float32), or bf16 / fp16 autocast"""
     relation_heads: int = 32
     """MiniLMv2 relation heads (the largest divisor of both widths not above this)"""
     train_examples: int = 6000
     """training examples per task, the same subset for every model; 0 = all"""
     eval_examples: int = 2000
     """dev examples per task; 0 = all"""
-    student_epochs: float = 3.0
-    """fine-tuning epochs of students"""
-    student_lr: float = 0.0002
-    """fine-tuning learning rate of students"""
+    student_epochs: list[float] = field(default_factory=lambda: [3.0])
+    """fine-tuning epochs of students (an axis of the fine-tuning grid)"""
+    student_lr: list[float] = field(default_factory=lambda: [0.0002])
+    """fine-tuning learning rates of students (an axis of the fine-tuning grid)"""
+    student_batch_size: list[int] = field(default_factory=lambda: [32])
+    """fine-tuning batch sizes of students over all processes: every lr x batch x epochs point runs, the best dev
+    score is kept"""
     teacher_epochs: float = 1.0
     """fine-tuning epochs of teachers"""
     teacher_lr: float = 5e-05
@@ -87,6 +106,14 @@ class StudyConfig:
     """head (the paper's extra Q/K/V head) | last_layer (the student's own Q/K/V)"""
     variants: list[str] = field(default_factory=list)
     """ablations run beside the base grid: NAME:KNOB=VALUE[,KNOB=VALUE] over the four knobs above"""
+
+    def __post_init__(self) -> None:
+        for name in GRID_AXES:  # a single value (as Python callers pass it) is a one-point axis
+            if not isinstance(getattr(self, name), (list, tuple)):
+                setattr(self, name, [getattr(self, name)])
+
+
+GRID_AXES = ("student_lr", "student_batch_size", "student_epochs")  # the students' fine-tuning grid
 
 
 def clock(seconds: float) -> str:
@@ -270,6 +297,8 @@ class Study:
 
     def __init__(self, cfg: StudyConfig):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
+        state = PartialState(cpu=not torch.cuda.is_available())  # the processes of an `accelerate launch`, if any
+        self.processes, self.is_main = state.num_processes, state.is_main_process
         self.stages = self.plan()
         self.started, self.ran = time.monotonic(), 0
 
@@ -281,8 +310,17 @@ class Study:
             for _, settings in parse_variants(self.cfg):
                 for size, experts, seed in itertools.product(self.cfg.sizes, self.cfg.experts, self.cfg.seeds):
                     base = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}"
-                    names += [f"{base}/distill", *(f"{base}/finetune-{task}" for task in self.cfg.tasks)]
+                    names += [f"{base}/distill"]
+                    names += [point for task in self.cfg.tasks for point, _ in self.grid(f"{base}/finetune-{task}")]
         return list(dict.fromkeys(names))
+
+    def grid(self, name: str) -> list[tuple[str, tuple[float, int, float]]]:
+        """A student's fine-tuning stages on one task: (directory, (lr, batch, epochs)) for every grid point; one
+        point keeps the stage's own directory (the layout before the grid)."""
+        points = list(itertools.product(self.cfg.student_lr, self.cfg.student_batch_size, self.cfg.student_epochs))
+        if len(points) == 1:
+            return [(name, points[0])]
+        return [(f"{name}/lr{lr:g}-bs{batch}-ep{epochs:g}", (lr, batch, epochs)) for lr, batch, epochs in points]
 
     def stage(self, name: str, what: str, results_file: str, run) -> dict:
         """Run a stage unless its results file exists, under a heading with its position and the grid's ETA.
@@ -311,10 +349,25 @@ class Study:
         self.ran += 1
         return result
 
-    def train_config(self, name: str, **kw) -> TrainConfig:
-        """A stage's training settings; a stage stopped mid-way (SIGTERM, a kill) resumes from its last checkpoint."""
+    def train_config(self, name: str, batch: int, grad_accum: int = 1, **kw) -> TrainConfig:
+        """A stage's training settings, `batch` sequences a step over all processes; a stage stopped mid-way
+        (SIGTERM, a kill) resumes from its last checkpoint."""
+        per_process = batch // (grad_accum * self.processes)
+        if per_process * grad_accum * self.processes != batch:
+            raise MiniMoEError(
+                f"a batch of {batch} is not {grad_accum} accumulated micro-batches on each of {self.processes} "
+                f"processes: choose a batch size and distill_grad_accum whose product with the processes divides it"
+            )
         out = self.out / name
-        return TrainConfig(output_dir=str(out), batch_size=32, log_every=10, resume=bool(checkpoints(out)), **kw)
+        return TrainConfig(
+            output_dir=str(out),
+            batch_size=per_process,
+            grad_accum=grad_accum,
+            log_every=10,
+            resume=bool(checkpoints(out)),
+            mixed_precision=self.cfg.mixed_precision,
+            **kw,
+        )
 
     def distill(self, teacher: str, size: str, experts: int, seed: int, settings: dict) -> Path:
         """Task-agnostic distillation of one student (ablation knobs in `settings`); returns its directory."""
@@ -325,7 +378,7 @@ class Study:
             corpus=self.cfg.corpus,
             max_length=self.cfg.max_length,
             max_sequences=self.cfg.distill_sequences,
-            cache_teacher=True,
+            cache_teacher=self.cfg.cache_teacher,
             relation_heads=self.cfg.relation_heads,
             relation_source=settings["relation_source"],
             student=distill.StudentConfig(
@@ -338,41 +391,53 @@ class Study:
             ),
             train=self.train_config(
                 name,
+                self.cfg.distill_batch_size,
+                self.cfg.distill_grad_accum,
                 seed=seed,
                 lr=self.cfg.distill_lr,
-                warmup_ratio=0.05,
+                warmup_ratio=self.cfg.distill_warmup,
                 max_steps=self.cfg.distill_steps,
-                save_every=100,
+                epochs=self.cfg.distill_epochs,
+                save_every=self.cfg.distill_save_every,
             ),
         )
         what = f"distil {size} {kind_name(experts)}{run_tag(settings, experts)}, seed {seed}"
         self.stage(name, what, "summary.json", lambda: distill.run(cfg))
         return self.out / name / "student"
 
-    def finetune(self, model: str, name: str, task: str, seed: int, teacher_dir: str = "") -> dict:
-        """Fine-tune one model on one task; teachers get their own lr/epochs, students optional KD."""
+    def finetune(self, model: str, name: str, task: str, seed: int, teacher_dir: str = "") -> tuple[dict, Path]:
+        """Fine-tune one model on one task: a teacher once at its own lr/epochs; a student (optionally with KD) at
+        every point of the lr x batch x epochs grid, keeping the best dev score. Returns the result and its
+        directory."""
         is_teacher = name.endswith("/teacher")
-        cfg = finetune.FinetuneConfig(
-            model=model,
-            task=task,
-            teacher="" if is_teacher or not self.cfg.kd_alpha else teacher_dir,
-            data_dir=str(Path(self.cfg.data_root) / task) if self.cfg.data_root else "",
-            kd_alpha=self.cfg.kd_alpha,
-            max_length=self.cfg.max_length,
-            max_train_examples=self.cfg.train_examples,
-            max_eval_examples=self.cfg.eval_examples,
-            train=self.train_config(
-                f"{name}-{task}",
-                seed=seed,
-                warmup_ratio=0.1,
-                grad_clip=1.0,
-                save_every=0,
-                lr=self.cfg.teacher_lr if is_teacher else self.cfg.student_lr,
-                epochs=self.cfg.teacher_epochs if is_teacher else self.cfg.student_epochs,
-            ),
-        )
-        what = f"fine-tune {model if is_teacher else name.removesuffix('/finetune')} on {task}"
-        return self.stage(f"{name}-{task}", what, "results.json", lambda: finetune.run(cfg))
+        points = [(f"{name}-{task}", (self.cfg.teacher_lr, 32, self.cfg.teacher_epochs))]
+        best = None
+        for stage, (lr, batch, epochs) in points if is_teacher else self.grid(f"{name}-{task}"):
+            cfg = finetune.FinetuneConfig(
+                model=model,
+                task=task,
+                teacher="" if is_teacher or not self.cfg.kd_alpha else teacher_dir,
+                data_dir=self.data_dir(task),
+                kd_alpha=self.cfg.kd_alpha,
+                max_length=self.cfg.max_length,
+                max_train_examples=self.cfg.train_examples,
+                max_eval_examples=self.cfg.eval_examples,
+                train=self.train_config(
+                    stage, batch, seed=seed, warmup_ratio=0.1, grad_clip=1.0, save_every=0, lr=lr, epochs=epochs
+                ),
+            )
+            what = f"fine-tune {model if is_teacher else name.removesuffix('/finetune')} on {task}"
+            what += f" (lr {lr:g}, batch {batch}, {epochs:g} epochs)" if stage != f"{name}-{task}" else ""
+            result = self.stage(stage, what, "results.json", lambda cfg=cfg: finetune.run(cfg))
+            if best is None or result["best"]["score"] > best[0]["best"]["score"]:
+                best = (result, self.out / stage)
+        return best
+
+    def data_dir(self, task: str) -> str:
+        """Where fine-tuning reads a task: "hub" (GLUE through `datasets`), DATA_ROOT/TASK, or "" (packaged)."""
+        if self.cfg.data_root in ("", "hub"):
+            return self.cfg.data_root
+        return str(Path(self.cfg.data_root) / task)
 
     def describe(self, model_dir: str) -> dict:
         """Params, active params, FLOPs (measured and the paper's convention) and latency, measured here."""
@@ -399,9 +464,9 @@ class Study:
             scores, losses = {}, []
             for task in self.cfg.tasks:
                 name = f"{short(teacher)}/{size}-E{experts}{run_tag(settings, experts)}-s{seed}/finetune"
-                result = self.finetune(str(student), name, task, seed, teacher_dir[task])
+                result, run_dir = self.finetune(str(student), name, task, seed, teacher_dir[task])
                 scores[task], best = 100 * result["best"]["score"], result["best_dir"]
-                losses.append(final_train_loss(self.out / f"{name}-{task}"))
+                losses.append(final_train_loss(run_dir))
             scores["average"] = statistics.mean(scores[t] for t in self.cfg.tasks)
             per_seed[seed] = scores | {"distill KL": final_relation_kl(student.parent)}
             per_seed[seed] |= {"train loss": statistics.mean(losses)} | expert_usage(student.parent)
@@ -411,12 +476,13 @@ class Study:
     def run(self) -> list[dict]:
         """Every stage of the grid, then the tables (mean and spread over seeds; paired differences) and plots."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "study.yaml").write_text(dump_recipe(self.cfg))
+        if self.is_main:
+            (self.out / "study.yaml").write_text(dump_recipe(self.cfg))
         rows, runs, seen, dirs = [], [], set(), []
         for teacher in self.cfg.teachers:
             teacher_scores, teacher_dir = {}, {}
             for task in self.cfg.tasks:
-                result = self.finetune(teacher, f"{short(teacher)}/teacher", task, seed=self.cfg.seeds[0])
+                result, _ = self.finetune(teacher, f"{short(teacher)}/teacher", task, seed=self.cfg.seeds[0])
                 teacher_scores[task], teacher_dir[task] = [100 * result["best"]["score"]], result["best_dir"]
             rows.append(self.row(teacher, "teacher", teacher_scores, teacher_dir[self.cfg.tasks[0]]))
             dirs.append(teacher_dir[self.cfg.tasks[0]])
@@ -443,9 +509,10 @@ class Study:
                         rows.append(self.row(teacher, runs[-1]["label"], scores, run["best_dir"]) | extra)
                         dirs.append(run["best_dir"])
         self.add_relative(rows)
-        if self.cfg.measure_latency:
-            self.add_latency(rows, dirs)
-        self.write(rows, runs)
+        if self.is_main:  # under `accelerate launch` the other processes have nothing left to do
+            if self.cfg.measure_latency:
+                self.add_latency(rows, dirs)
+            self.write(rows, runs)
         return rows
 
     def add_latency(self, rows: list[dict], dirs: list[str]) -> None:
@@ -496,7 +563,7 @@ class Study:
             table += markdown_table(ablations, ["teacher", "variant", "size", "student", *diff_columns])
         kl_rows = self.kl_rows(runs)
         if kl_rows:
-            window = round(kl_marks(runs[0]["curves"], self.cfg.distill_steps)[1])
+            window = round(kl_marks(runs[0]["curves"], self.distill_steps(runs))[1])
             table += f"\n\nRelation KL during distillation (mean of the logged values over the {window} steps "
             table += "before each step, then over seeds):\n\n"
             table += markdown_table(
@@ -543,6 +610,10 @@ class Study:
         )
         print(f"\nwrote {written}")
 
+    def distill_steps(self, runs: list[dict]) -> int:
+        """Steps of each distillation: distill_steps, or (distilling for epochs) the last logged step."""
+        return self.cfg.distill_steps or max((s for r in runs for c in r["curves"] for s, _ in c), default=1)
+
     def kl_rows(self, runs: list[dict]) -> list[dict]:
         """Relation KL of every student kind at evenly spaced distillation steps (mean over seeds): where the
         dense curve flattens and whether MiniMoE goes lower. A dense student shared by variants shows once."""
@@ -550,7 +621,7 @@ class Study:
         for r in runs:
             if student_kind(r) not in seen:
                 seen.add(student_kind(r))
-                marks = kl_at_marks(r["curves"], self.cfg.distill_steps)
+                marks = kl_at_marks(r["curves"], self.distill_steps(runs))
                 rows.append({"teacher": r["teacher"], "student": r["label"]} | {str(m): v for m, v in marks.items()})
         return rows
 
@@ -562,5 +633,12 @@ def run(cfg: StudyConfig) -> list[dict]:
     if cfg.relation_heads < 1:
         raise MiniMoEError(f"relation_heads must be at least 1, got {cfg.relation_heads}")
     parse_variants(cfg)
+    for name in GRID_AXES:
+        if not getattr(cfg, name):
+            raise MiniMoEError(f"{name} needs at least one value (an axis of the fine-tuning grid)")
+    study = Study(cfg)
+    study.train_config("", cfg.distill_batch_size, cfg.distill_grad_accum)  # splits over the processes
+    for batch in cfg.student_batch_size:
+        study.train_config("", batch)
     cache_dir().mkdir(parents=True, exist_ok=True)
-    return Study(cfg).run()
+    return study.run()
