@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from minimoe.cli import main
@@ -106,3 +107,28 @@ def test_two_nodes_with_node_local_caches_build_each_cache_once_per_node(tiny_te
         assert len(list((tmp_path / f"node{rank}" / "corpus-cache").glob("pairs-*"))) == 1
         assert len(list((tmp_path / f"node{rank}" / "teacher-qkv").glob("[!.]*"))) == 1  # (locks are hidden files)
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_paper_study_recipe_splits_its_global_batches_over_two_processes(
+    tiny_teacher_dir, tiny_corpus, task_dir, tmp_path
+):
+    glue = tmp_path / "glue" / "sst2"
+    glue.mkdir(parents=True)
+    for split in ("train.tsv", "dev.tsv"):
+        (glue / split).write_text((task_dir / split).read_text())
+    out = tmp_path / "study"
+    args = ["study", "--config", "study-paper-bert-base", "--output_dir", out, "--teachers", tiny_teacher_dir]
+    args += ["--corpus", tiny_corpus, "--data_root", glue.parent, "--tasks", "sst2", "--sizes", "1L-32H"]
+    args += ["--max_length", "24", "--relation_heads", "2", "--distill_epochs", "1", "--distill_batch_size", "8"]
+    args += ["--distill_grad_accum", "2", "--student_batch_size", "8", "--student_lr", "1e-4", "--student_epochs", "1"]
+    args += ["--teacher_epochs", "1", "--no-measure_latency"]
+    run = launch(*args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    distill = yaml.safe_load((out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill" / "recipe.yaml").read_text())
+    finetune = yaml.safe_load(
+        (out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "finetune-sst2" / "recipe.yaml").read_text()
+    )
+    assert (distill["train"]["batch_size"], distill["train"]["grad_accum"]) == (2, 2)  # 8 = 2 x 2 accumulated x 2
+    assert finetune["train"]["batch_size"] == 4  # a global fine-tuning batch of 8 over 2 processes
+    assert run.stdout.count("wrote ") == 1 and (out / "study.md").is_file()  # the tables come from one process
