@@ -156,6 +156,7 @@ def test_smoke_writes_plots_and_doc(smoke_run):
     doc = (out / "performance.md").read_text()
     assert doc.startswith("# Performance") and "SMOKE RUN" in doc and "img/perf_inference.png" in doc
     assert "## Routing" in doc and "### Dispatch fix: before/after" in doc and "Fine-tuning step by part" in doc
+    assert "## GPU" in doc and "python benchmarks/gpu.py" in doc
     assert "headline" in result.stdout
 
 
