@@ -19,7 +19,9 @@ CONFIGS = sorted((Path(__file__).parents[1] / "src" / "minimoe" / "configs").glo
 def test_shipped_recipes_load(path):
     if path.name.startswith("study"):
         config = load_recipe(StudyConfig, path)
-        assert config.output_dir == f"runs/{path.stem}" and len(config.seeds) >= 3
+        assert config.output_dir == f"runs/{path.stem}"
+        # The capacity regimes need a seed spread; the paper's experiment runs each student once, as the paper did.
+        assert len(config.seeds) >= 3 or path.stem == "study-paper-bert-base"
         parse_variants(config)  # the ablation variants are well formed
         return
     cls = FinetuneConfig if path.name.startswith("finetune") else DistillConfig
