@@ -5,8 +5,8 @@
     python benchmarks/gpu.py --estimate  # measures nothing: the recipe's FLOPs and its hours at an assumed MFU
 
 1. Steps. Teachers of BERT-base's and BERT-large's shapes (transformers' BertModel, random weights, eager attention
-   as `load_teacher` loads them) and the paper's 3L-384H and 6L-384H MiniMoE students (E = 4, built by
-   `build_student`), trained by the project's `RelationDistillation` objective, fused AdamW (`make_optimizer`) and
+   as `load_teacher` loads them) and the paper's 3L-384H and 6L-384H MiniMoE students (E = 4, built as `minimoe
+   distill` builds them), trained by the project's `RelationDistillation` objective, fused AdamW (`make_optimizer`) and
    gradient clipping at 5.0, under bf16 autocast, at the paper's 1,024 sequences of 128 tokens a step: micro-batches
    of 1,024, halved until they fit in memory, accumulated to 1,024. Timed: the teacher's forward alone and the full
    step. Reported: tokens/s, peak GPU memory, model FLOPs utilisation (FLOPs from `minimoe.flops.distillation_flops`
@@ -122,14 +122,15 @@ def median(values: list[float]) -> float:
 def measure_pair(teacher, teacher_name: str, student_name: str, shape: tuple[int, int], p: dict, device) -> dict:
     """Teacher forward and full distillation step of one teacher/student pair at p["batch"] x p["seq"]."""
     from minimoe.distill.losses import choose_relation_heads
-    from minimoe.distill.objectives import RelationDistillation
-    from minimoe.distill.trainer import make_optimizer
     from minimoe.flops import distillation_flops, teacher_qkv_flops
-    from minimoe.jobs.distill import StudentConfig, build_student
+    from minimoe.jobs.distill import StudentConfig, student_config
+    from minimoe.modeling import init_student
+    from minimoe.training.objectives import RelationDistillation
+    from minimoe.training.trainer import make_optimizer
 
     B, T = p["batch"], p["seq"]
     layers, hidden = shape
-    student = build_student(teacher, StudentConfig(layers=layers, hidden=hidden, experts=4), seed=0)
+    student = init_student(student_config(teacher, StudentConfig(layers=layers, hidden=hidden, experts=4)), seed=0)
     heads = choose_relation_heads(teacher.hidden_size, hidden, 32)
     objective = RelationDistillation(student, teacher, heads, -1, "head").to(device).train()
     optimizer = make_optimizer(objective, 0.01, 3e-4, device)

@@ -63,7 +63,7 @@ def write_text(path: Path, tokenizer, pairs: int, max_length: int, seed: int = 0
 
 def started_loader(corpus, collate, batch: int, workers: int) -> tuple[object, float]:
     """The trainer's loader with `workers` processes, and the seconds to its first batch (the workers' start)."""
-    from minimoe.distill.trainer import TrainConfig, make_loader
+    from minimoe.training.trainer import TrainConfig, make_loader
 
     loader = make_loader(corpus, collate, TrainConfig(batch_size=batch, num_workers=workers), torch.device("cpu"))
     start = time.perf_counter()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from minimoe.assets.fetch import fetch_teacher
     from minimoe.data.corpus import build_corpus
     from minimoe.data.encode import pad_collator
-    from minimoe.distill.trainer import loader_workers
+    from minimoe.training.trainer import loader_workers
 
     p = SMOKE if args.smoke else FULL
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or fetch_teacher())

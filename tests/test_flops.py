@@ -167,10 +167,10 @@ def test_reports_print_one_line():
 
 @pytest.mark.parametrize("experts, source", [(4, "head"), (1, "last_layer")])
 def test_distillation_step_flops_match_a_counted_step(experts, source):
-    from minimoe.distill.objectives import RelationDistillation
     from minimoe.distill.teachers import Teacher
     from minimoe.flops import _cpu_sdpa_mapping, distillation_flops
-    from minimoe.modeling.moe import grouped_dispatch
+    from minimoe.modeling.moe import use_dispatch
+    from minimoe.training.objectives import RelationDistillation
 
     torch.manual_seed(0)
     teacher_config = BertConfig(
@@ -182,7 +182,7 @@ def test_distillation_step_flops_match_a_counted_step(experts, source):
     batch, length = 3, 16
     ids = torch.randint(5, 97, (batch, length))
     counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_mapping())
-    with grouped_dispatch(student), counter:  # grouped: no zero rows of the padded dispatch counted
+    with use_dispatch(student, "grouped"), counter:  # grouped: no zero rows of the padded dispatch counted
         objective(ids, torch.ones_like(ids))["loss"].backward()
     head = source == "head"  # the student's own Q/K/V: no head, no backward beyond them in the last layer
     expected = distillation_flops(teacher_config, student.config, length, teacher_layer=-2, relation_head=head)
