@@ -173,6 +173,7 @@ def test_loader_smoke_measures_every_worker_count(tiny_teacher_dir, tmp_path):
     assert {"sequences_per_s", "value", "met"} <= set(report["target"]) and "target >= 15,000" in result.stdout
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_runs_its_code_on_cpu(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
