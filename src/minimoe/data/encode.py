@@ -47,9 +47,9 @@ class PadCollator:
     pad id, pad token type and padding side; attention_mask added; `label` renamed `labels`), with one numpy scatter
     per padded field instead of Python lists per item.
 
-    `DataCollatorWithPadding` turns every item into Python lists first: 125 ms for 1,024 corpus pairs of <= 128
-    tokens against 2.4 ms here (`python benchmarks/loader.py` on 2 busy cores), which decides whether the loader
-    can feed a GPU. tests/data/test_encode.py checks the outputs against it.
+    `DataCollatorWithPadding` turns every item into Python lists first: 126 ms for 1,024 corpus pairs of <= 128
+    tokens against 6 ms here (`python benchmarks/loader.py` on 2 busy cores, docs/performance.md), which decides
+    whether the loader can feed a GPU. tests/data/test_encode.py checks the outputs against it.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
