@@ -32,6 +32,9 @@ from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flop
 from minimoe.training.objectives import RelationSource
 from minimoe.training.trainer import TrainConfig, checkpoints
 
+GRID_AXES = ("student_lr", "student_batch_size", "student_epochs")  # the students' fine-tuning grid
+TEACHER_BATCH = 32  # sequences a teacher fine-tuning step, over all processes
+
 
 @dataclass
 class StudyConfig:
@@ -111,9 +114,6 @@ class StudyConfig:
         for name in GRID_AXES:  # a single value (as Python callers pass it) is a one-point axis
             if not isinstance(getattr(self, name), (list, tuple)):
                 setattr(self, name, [getattr(self, name)])
-
-
-GRID_AXES = ("student_lr", "student_batch_size", "student_epochs")  # the students' fine-tuning grid
 
 
 def clock(seconds: float) -> str:
@@ -410,7 +410,7 @@ class Study:
         every point of the lr x batch x epochs grid, keeping the best dev score. Returns the result and its
         directory."""
         is_teacher = name.endswith("/teacher")
-        points = [(f"{name}-{task}", (self.cfg.teacher_lr, 32, self.cfg.teacher_epochs))]
+        points = [(f"{name}-{task}", (self.cfg.teacher_lr, TEACHER_BATCH, self.cfg.teacher_epochs))]
         best = None
         for stage, (lr, batch, epochs) in points if is_teacher else self.grid(f"{name}-{task}"):
             cfg = finetune.FinetuneConfig(
@@ -638,7 +638,7 @@ def run(cfg: StudyConfig) -> list[dict]:
             raise MiniMoEError(f"{name} needs at least one value (an axis of the fine-tuning grid)")
     study = Study(cfg)
     study.train_config("", cfg.distill_batch_size, cfg.distill_grad_accum)  # splits over the processes
-    for batch in cfg.student_batch_size:
+    for batch in [*cfg.student_batch_size, TEACHER_BATCH]:
         study.train_config("", batch)
     cache_dir().mkdir(parents=True, exist_ok=True)
     return study.run()
