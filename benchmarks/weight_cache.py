@@ -165,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n1-min load avg {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; wall time {elapsed:.0f} s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"hardware": hardware(), "rows": rows, "wall_time_s": elapsed}, indent=2))
+        result = {
+            "command": "python benchmarks/weight_cache.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "hardware": hardware(),
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
+            "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
+            "wall_time_s": round(elapsed),
+        }
+        args.json.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
