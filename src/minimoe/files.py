@@ -1,12 +1,15 @@
-"""Atomic writes: a file or directory appears complete or not at all, so a killed run loses nothing."""
+"""Atomic writes (a file or directory appears complete or not at all, so a killed run loses nothing) and
+the lock file that gives a run directory to one run."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,35 +77,71 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(path: str | Path) -> None:
-    """Create lock file `path` holding "pid host"; refuse if a live process holds it, take over a dead one's.
+def _owner(path: Path) -> tuple[int, str]:
+    """The (pid, host) a lock file names; (0, "") for an empty or unreadable one."""
+    try:
+        pid, _, host = path.read_text().partition(" ")
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return 0, ""
 
-    A lock from another host cannot be checked, so it counts as held (delete the file if that run is gone).
+
+def _busy(path: Path, pid: int, host: str) -> MiniMoEError:
+    return MiniMoEError(
+        f"{path.parent} is in use by another run (pid {pid} on {host}, lock file {path}); wait for it, use "
+        f"another output directory, or delete the lock file if that run is gone"
+    )
+
+
+def _acquire(path: Path) -> int:
+    """Open lock file `path`, hold an exclusive flock on it and write "pid host" into it; returns the descriptor.
+
+    The flock decides between runs racing for the same (stale) lock: exactly one gets it. A lock file that
+    names a live process on this host, or any process on another host (it cannot be checked from here),
+    counts as held even without a flock (written by an older version, or on a file system without locks).
     """
-    path, host = Path(path), socket.gethostname()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
     while True:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid_text, _, owner = path.read_text().partition(" ") if path.exists() else ("", "", "")
-            pid, owner = int(pid_text or 0), owner.strip()
-            if pid != os.getpid() and (owner != host or _pid_alive(pid)):
-                raise MiniMoEError(
-                    f"{path.parent} is in use by another run (pid {pid} on {owner}, lock file {path}); wait for "
-                    f"it, use another output directory, or delete the lock file if that run is gone"
-                ) from None
-            if pid != os.getpid():
-                print(f"taking over the stale lock {path} (pid {pid} has ended)", file=sys.stderr)
-            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise MiniMoEError(
+                f"cannot create the lock file {path} ({err.strerror}): {path.parent} must be writable"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid, owner = _owner(path)
+            if owner == host and not _pid_alive(pid):  # its new holder took it over and has not yet written its pid
+                time.sleep(0.2)
+                pid, owner = _owner(path)
+            raise _busy(path, pid, owner) from None
+        if not path.exists() or not os.path.samestat(os.fstat(fd), path.stat()):
+            os.close(fd)  # its holder removed it between our open and our flock: lock the new one
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {host}\n")
-        return
+        pid, owner = _owner(path)
+        if pid and pid != os.getpid() and (owner != host or _pid_alive(pid)):
+            os.close(fd)
+            raise _busy(path, pid, owner)
+        if pid and pid != os.getpid():
+            print(f"taking over the stale lock {path} (pid {pid} has ended)", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {host}\n".encode(), 0)
+        return fd
 
 
-def release_lock(path: str | Path) -> None:
-    """Remove lock file `path` if this process holds it."""
+@contextlib.contextmanager
+def lock_file(path: str | Path) -> Iterator[None]:
+    """Hold lock file `path` while the block runs, on every exit path; refuse if another live run holds it.
+
+    A dead run's lock (a kill) is taken over with a message.
+    """
     path = Path(path)
-    if path.is_file() and path.read_text().split(" ")[0] == str(os.getpid()):
-        path.unlink(missing_ok=True)
+    fd = _acquire(path)
+    try:
+        yield
+    finally:
+        if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
+            path.unlink()  # before the flock goes: a run waiting on this file then locks a new one
+        os.close(fd)

@@ -2,6 +2,7 @@
 faults (kills and full disks while saving, corrupt checkpoints, SIGTERM, a second run, a changed recipe)
 leave a resumable run."""
 
+import contextlib
 import errno
 import json
 import os
@@ -21,13 +22,14 @@ from minimoe.errors import MiniMoEError, Stopped
 from minimoe.jobs.distill import StudentConfig, student_config
 from minimoe.modeling import init_student
 from minimoe.training.objectives import RelationDistillation
+from minimoe.training.run_dir import checkpoints, latest_checkpoint
 from minimoe.training.trainer import (
     TrainConfig,
     Trainer,
-    checkpoints,
-    latest_checkpoint,
     loader_workers,
+    make_accelerator,
     param_groups,
+    run_directory,
 )
 
 
@@ -64,6 +66,18 @@ def objective(teacher_dir, experts=4):
     return RelationDistillation(student, teacher, relation_heads=4, teacher_layer=-1, source="head")
 
 
+@contextlib.contextmanager
+def trainer(cfg, obj, data, **kw):
+    """A Trainer in its run directory (which holds the lock while the block runs)."""
+    with run_directory(cfg, make_accelerator(cfg)) as run:
+        yield Trainer(run, obj, data, collate, **kw)
+
+
+def train(cfg, obj, data, **kw):
+    with trainer(cfg, obj, data, **kw) as t:
+        return t.train()
+
+
 def config(tmp_path, **kw):
     fields = dict(
         output_dir=str(tmp_path),
@@ -81,7 +95,7 @@ def config(tmp_path, **kw):
 
 
 def test_distillation_loss_goes_down(tiny_teacher_dir, tmp_path):
-    result = Trainer(config(tmp_path, max_steps=30), objective(tiny_teacher_dir), RandomIds(), collate).train()
+    result = train(config(tmp_path, max_steps=30), objective(tiny_teacher_dir), RandomIds())
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/relation_kl"] for r in records if "train/relation_kl" in r]
     assert result.steps == 30 and len(losses) == 30
@@ -92,13 +106,13 @@ def test_distillation_loss_goes_down(tiny_teacher_dir, tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):
     straight = objective(tiny_teacher_dir)
-    Trainer(config(tmp_path / "a"), straight, RandomIds(), collate).train()
+    train(config(tmp_path / "a"), straight, RandomIds())
 
     with pytest.raises(KeyboardInterrupt):  # dies in step 7, after the step-4 checkpoint
-        Trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(die_after=52), collate).train()
+        train(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(die_after=52))
     assert latest_checkpoint(tmp_path / "b").name == "step-4"
     resumed_obj = objective(tiny_teacher_dir)
-    result = Trainer(config(tmp_path / "b", resume=True), resumed_obj, RandomIds(), collate).train()
+    result = train(config(tmp_path / "b", resume=True), resumed_obj, RandomIds())
     assert result.resumed_from == 4 and result.steps == 12
     for (name, p), q in zip(straight.named_parameters(), resumed_obj.parameters()):
         torch.testing.assert_close(p, q, msg=name)
@@ -107,14 +121,14 @@ def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):
 def test_loader_workers_change_no_batch_and_a_run_resumes_with_them(tiny_teacher_dir, tmp_path):
     # 6 batches an epoch: the resume at step 4 skips into the first epoch, then a second epoch follows.
     straight = objective(tiny_teacher_dir)
-    Trainer(config(tmp_path / "a", keep_checkpoints=5), straight, RandomIds(), collate).train()
+    train(config(tmp_path / "a", keep_checkpoints=5), straight, RandomIds())
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     for step in (8, 12):
         shutil.rmtree(tmp_path / "b" / "checkpoints" / f"step-{step}")
     resumed = objective(tiny_teacher_dir)
-    trainer = Trainer(config(tmp_path / "b", resume=True, num_workers=2), resumed, RandomIds(), collate)
-    assert trainer.loader.num_workers == 2 and trainer.loader.persistent_workers
-    result = trainer.train()  # num_workers may change on resume: it changes nothing that is trained
+    with trainer(config(tmp_path / "b", resume=True, num_workers=2), resumed, RandomIds()) as t:
+        assert t.loader.num_workers == 2 and t.loader.persistent_workers
+        result = t.train()  # num_workers may change on resume: it changes nothing that is trained
     assert result.resumed_from == 4 and result.steps == 12
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
@@ -140,7 +154,7 @@ def test_nan_loss_is_a_clear_error_and_never_checkpointed(tiny_teacher_dir, tmp_
     with torch.no_grad():
         obj.student.embeddings.word_embeddings.weight.fill_(float("nan"))
     with pytest.raises(MiniMoEError, match="loss became nan at step 1"):
-        Trainer(config(tmp_path, log_every=log_every), obj, RandomIds(), collate).train()
+        train(config(tmp_path, log_every=log_every), obj, RandomIds())
     assert latest_checkpoint(tmp_path) is None
 
 
@@ -173,37 +187,38 @@ def test_weight_decay_spares_exactly_the_biases_and_layernorms(tiny_teacher_dir)
 
 def test_nan_first_evaluation_does_not_stay_best(tiny_teacher_dir, tmp_path):
     scores, saved = iter([float("nan"), 0.25, 0.1]), []
-    trainer = Trainer(
+    result = train(
         config(tmp_path, max_steps=3, eval_every=1, save_every=0),
         objective(tiny_teacher_dir),
         RandomIds(),
-        collate,
         evaluate=lambda model: {"score": next(scores)},
         best_metric="score",
         on_best=lambda model, metrics: saved.append(metrics["score"]),
     )
-    assert trainer.train().best_metric == 0.25 and saved == [0.25]
+    assert result.best_metric == 0.25 and saved == [0.25]
 
 
 def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tiny_teacher_dir, tmp_path, monkeypatch):
     straight = objective(tiny_teacher_dir)
-    Trainer(config(tmp_path / "a"), straight, RandomIds(), collate).train()
+    train(config(tmp_path / "a"), straight, RandomIds())
 
-    trainer = Trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(), collate)
-    real_save = trainer.accelerator.save_state
+    with (
+        pytest.raises(KeyboardInterrupt),
+        trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds()) as t,
+    ):
+        real_save = t.accelerator.save_state
 
-    def killed_while_saving(path):
-        real_save(path)
-        if path.endswith("step-8"):
-            (Path(path) / "model.safetensors").write_bytes(b"half")  # the write was cut off ...
-            raise KeyboardInterrupt  # ... by a kill
+        def killed_while_saving(path):
+            real_save(path)
+            if path.endswith("step-8"):
+                (Path(path) / "model.safetensors").write_bytes(b"half")  # the write was cut off ...
+                raise KeyboardInterrupt  # ... by a kill
 
-    monkeypatch.setattr(trainer.accelerator, "save_state", killed_while_saving)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
+        monkeypatch.setattr(t.accelerator, "save_state", killed_while_saving)
+        t.train()
     assert latest_checkpoint(tmp_path / "b").name == "step-4"
     resumed = objective(tiny_teacher_dir)
-    result = Trainer(config(tmp_path / "b", resume=True), resumed, RandomIds(), collate).train()
+    result = train(config(tmp_path / "b", resume=True), resumed, RandomIds())
     assert result.resumed_from == 4 and result.steps == 12
     assert not list((tmp_path / "b" / "checkpoints").glob(".tmp-*"))  # the half-written one is cleaned up
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
@@ -212,26 +227,30 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tiny_teach
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_teacher_dir, tmp_path, capsys):
     straight = objective(tiny_teacher_dir)
-    Trainer(config(tmp_path / "a"), straight, RandomIds(), collate).train()
+    train(config(tmp_path / "a"), straight, RandomIds())
     with pytest.raises(KeyboardInterrupt):  # dies in step 11, after the step-8 checkpoint
-        Trainer(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(die_after=84), collate).train()
+        train(config(tmp_path / "b"), objective(tiny_teacher_dir), RandomIds(die_after=84))
     assert [p.name for p in checkpoints(tmp_path / "b")] == ["step-8", "step-4"]
     weights = tmp_path / "b" / "checkpoints" / "step-8" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated by a failing disk
     resumed = objective(tiny_teacher_dir)
-    result = Trainer(config(tmp_path / "b", resume=True), resumed, RandomIds(), collate).train()
-    assert "step-8" in capsys.readouterr().out.split("unreadable")[0] and result.resumed_from == 4
+    result = train(config(tmp_path / "b", resume=True), resumed, RandomIds())
+    err = capsys.readouterr().err  # notices go to stderr, apart from a job's output
+    assert "step-8" in err.split("unreadable")[0] and result.resumed_from == 4
+    assert (
+        "falling back to step-4" in err and f"resumed from step 4 ({tmp_path / 'b' / 'checkpoints' / 'step-4'})" in err
+    )
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q, msg=name)
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tiny_teacher_dir, tmp_path):
-    trainer = Trainer(config(tmp_path, save_every=0), objective(tiny_teacher_dir), RandomIds(sigterm_after=20), collate)
     with pytest.raises(Stopped, match="stopped by SIGTERM at step 2: checkpoint saved in .*step-2"):
-        trainer.train()  # item 20 is read during step 2 (the loader reads one batch of 8 ahead)
+        # item 20 is read during step 2 (the loader reads one batch of 8 ahead)
+        train(config(tmp_path, save_every=0), objective(tiny_teacher_dir), RandomIds(sigterm_after=20))
     assert latest_checkpoint(tmp_path).name == "step-2" and not (tmp_path / "run.lock").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
-    assert Trainer(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds(), collate).train().steps == 12
+    assert train(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds()).steps == 12
 
 
 def test_a_second_run_on_one_output_dir_refuses_and_a_dead_ones_lock_is_taken_over(tiny_teacher_dir, tmp_path, capsys):
@@ -239,42 +258,45 @@ def test_a_second_run_on_one_output_dir_refuses_and_a_dead_ones_lock_is_taken_ov
     (tmp_path / "run.lock").write_text(f"{other.pid} {socket.gethostname()}\n")
     try:
         with pytest.raises(MiniMoEError, match=f"in use by another run \\(pid {other.pid} "):
-            Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(), collate)
+            train(config(tmp_path), objective(tiny_teacher_dir), RandomIds())
     finally:
         other.kill()
         other.wait()
-    Trainer(config(tmp_path, max_steps=2), objective(tiny_teacher_dir), RandomIds(), collate).train()
+    train(config(tmp_path, max_steps=2), objective(tiny_teacher_dir), RandomIds())
     assert f"taking over the stale lock {tmp_path / 'run.lock'} (pid {other.pid} has ended)" in capsys.readouterr().err
     assert not (tmp_path / "run.lock").exists()
 
 
 def test_resume_with_a_changed_recipe_refuses_unless_forced(tiny_teacher_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(die_after=52), collate).train()
+        train(config(tmp_path), objective(tiny_teacher_dir), RandomIds(die_after=52))
     changed = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, threads=2)  # threads may change
     with pytest.raises(
         MiniMoEError, match=r"recipe changed \(train.lr: 0.002 -> 0.001; train.weight_decay: 0.01 -> 0.1\)"
     ):
-        Trainer(changed, objective(tiny_teacher_dir), RandomIds(), collate).train()
+        train(changed, objective(tiny_teacher_dir), RandomIds())
     forced = config(tmp_path, resume=True, lr=1e-3, weight_decay=0.1, force_resume=True)
-    assert Trainer(forced, objective(tiny_teacher_dir), RandomIds(), collate).train().resumed_from == 4
+    assert train(forced, objective(tiny_teacher_dir), RandomIds()).resumed_from == 4
 
 
 def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tiny_teacher_dir, tmp_path, monkeypatch):
-    trainer = Trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds(), collate)
-    real_save = trainer.accelerator.save_state
+    full = r"step-8 \(No space left on device\); the last good checkpoint .*step-4 is"
+    with (
+        pytest.raises(MiniMoEError, match=full),
+        trainer(config(tmp_path), objective(tiny_teacher_dir), RandomIds()) as t,
+    ):
+        real_save = t.accelerator.save_state
 
-    def disk_full_at_step_8(path):
-        real_save(path)
-        if path.endswith("step-8"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        def disk_full_at_step_8(path):
+            real_save(path)
+            if path.endswith("step-8"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(trainer.accelerator, "save_state", disk_full_at_step_8)
-    with pytest.raises(MiniMoEError, match=r"step-8 \(No space left on device\); the last good checkpoint .*step-4 is"):
-        trainer.train()
+        monkeypatch.setattr(t.accelerator, "save_state", disk_full_at_step_8)
+        t.train()
     assert [p.name for p in checkpoints(tmp_path)] == ["step-4"]
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
-    result = Trainer(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds(), collate).train()
+    result = train(config(tmp_path, resume=True), objective(tiny_teacher_dir), RandomIds())
     assert result.resumed_from == 4 and result.steps == 12
 
 
@@ -289,6 +311,6 @@ def test_model_and_batches_follow_the_accelerator_device(tiny_teacher_dir, tmp_p
         return real_forward(self, **batch)
 
     monkeypatch.setattr(type(obj), "forward", spy)
-    trainer = Trainer(config(tmp_path, max_steps=2, save_every=0), obj, RandomIds(), collate)
-    trainer.train()
-    assert seen and all(devices == {trainer.accelerator.device} for devices in seen)
+    with trainer(config(tmp_path, max_steps=2, save_every=0), obj, RandomIds()) as t:
+        t.train()
+    assert seen and all(devices == {t.accelerator.device} for devices in seen)

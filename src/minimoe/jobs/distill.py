@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from torch.utils.data import Subset
 from transformers import AutoTokenizer
@@ -27,7 +26,7 @@ from minimoe.report import plot_curves
 from minimoe.saving import save_model
 from minimoe.training.objectives import RelationDistillation, RelationSource
 from minimoe.training.teacher_cache import CachedTeacherCorpus, build_teacher_cache, cache_key, cached_collate
-from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
+from minimoe.training.trainer import RunDirectory, TrainConfig, Trainer, make_accelerator, run_directory
 
 
 @dataclass
@@ -126,7 +125,14 @@ def student_config(teacher: Teacher, shape: StudentConfig) -> MiniMoEConfig:
 
 def run(cfg: DistillConfig) -> dict:
     """Distil, export the student (without the relation head) and return a summary dict."""
-    out = Path(cfg.train.output_dir)
+    accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
+    with run_directory(cfg.train, accelerator, cfg, outputs=("student", "summary.json")) as run:
+        return distil(cfg, run)
+
+
+def distil(cfg: DistillConfig, run: RunDirectory) -> dict:
+    """The job in its run directory: load the teacher and corpus, train, save the student and the summary."""
+    out, accelerator = run.path, run.accelerator
     teacher_path = resolve_model(cfg.teacher)
     teacher = load_teacher(teacher_path)
     tokenizer = load_pretrained(AutoTokenizer, teacher_path)
@@ -138,7 +144,6 @@ def run(cfg: DistillConfig) -> dict:
         student, teacher, heads, cfg.teacher_layer, cfg.relation_source, cfg.relation_dropout
     )
 
-    accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
     teacher.to(accelerator.device)
     collate = pad_collator(tokenizer)
     # every rank calls these: the first to take a cache's lock builds it, the others wait and then read it
@@ -156,10 +161,7 @@ def run(cfg: DistillConfig) -> dict:
         batch = cfg.train.batch_size * 2
         build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, batch, accelerator.autocast)
         data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(dump_recipe(cfg))
-    trainer = Trainer(cfg.train, objective, data, collate, accelerator=accelerator, run_config=asdict(cfg))
+    trainer = Trainer(run, objective, data, collate)
     result = trainer.train()
 
     summary = {
@@ -180,7 +182,8 @@ def run(cfg: DistillConfig) -> dict:
         )
         trained = accelerator.unwrap_model(trainer.model).student
         card.cost = measure_cost(trained)
-        save_model(trained, tokenizer, out / "student", card)
+        with run.writing(out / "student"):
+            save_model(trained, tokenizer, out / "student", card)
         if cfg.inspect_sequences and cfg.student.experts > 1:  # written before summary.json, which marks the run done
             sample = Subset(corpus, range(min(cfg.inspect_sequences, len(corpus))))
             init = init_student(trained.config, cfg.train.seed, cfg.student.init).to(accelerator.device)

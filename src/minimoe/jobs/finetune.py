@@ -7,8 +7,7 @@ so the teacher never runs inside the training loop and several students can shar
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -26,7 +25,7 @@ from minimoe.report import plot_curves
 from minimoe.saving import save_model
 from minimoe.training.objectives import TaskObjective
 from minimoe.training.teacher_cache import check_same_tokenizer, teacher_logits
-from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
+from minimoe.training.trainer import RunDirectory, TrainConfig, Trainer, make_accelerator, run_directory
 
 
 @dataclass
@@ -125,7 +124,14 @@ def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune, keep the best dev checkpoint under output_dir/best, write results.json; return it."""
     if not cfg.model:
         raise MiniMoEError("finetune needs --model (a student directory, a packaged teacher name, or a hub name)")
-    out = Path(cfg.train.output_dir)
+    accelerator = make_accelerator(cfg.train)
+    with run_directory(cfg.train, accelerator, cfg, outputs=("best", "results.json")) as run:
+        return fine_tune(cfg, run)
+
+
+def fine_tune(cfg: FinetuneConfig, run: RunDirectory) -> dict:
+    """The job in its run directory: load the task, the model (and KD logits), train, write results.json."""
+    out, accelerator = run.path, run.accelerator
     spec, train, dev = load_splits(cfg)
     model_path = resolve_model(cfg.model)
     tokenizer = load_pretrained(AutoTokenizer, model_path)
@@ -135,7 +141,6 @@ def run(cfg: FinetuneConfig) -> dict:
     train_data = encode_task(train, tokenizer, cfg.max_length)
     dev_data = {split: encode_task(examples, tokenizer, cfg.max_length) for split, examples in dev.items()}
 
-    accelerator = make_accelerator(cfg.train)
     if cfg.teacher:
         check_same_tokenizer(tokenizer, load_pretrained(AutoTokenizer, cfg.teacher), cfg.teacher)
         names = None if spec.labels is None else spec.names  # what a teacher fine-tuned here saved as id2label
@@ -156,23 +161,11 @@ def run(cfg: FinetuneConfig) -> dict:
         card.cost = measure_cost(objective.model)
 
     def on_best(objective: TaskObjective, metrics: dict) -> None:
-        save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))
-        atomic_write_text(best_file, json.dumps(metrics))
+        with run.writing(out / "best"):
+            save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))
+            atomic_write_text(best_file, json.dumps(metrics))
 
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(dump_recipe(cfg))
-    trainer = Trainer(
-        cfg.train,
-        objective,
-        train_data,
-        collate,
-        evaluate=evaluate,
-        best_metric=best_metric,
-        on_best=on_best,
-        accelerator=accelerator,
-        run_config=asdict(cfg),
-    )
+    trainer = Trainer(run, objective, train_data, collate, evaluate=evaluate, best_metric=best_metric, on_best=on_best)
     result = trainer.train()
     final = {k.removeprefix("eval/"): round(v, 4) for k, v in result.last_metrics.items() if k.startswith("eval/")}
     summary = {

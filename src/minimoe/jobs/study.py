@@ -30,7 +30,7 @@ from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
 from minimoe.training.objectives import RelationSource
-from minimoe.training.trainer import TrainConfig, checkpoints
+from minimoe.training.trainer import TrainConfig
 
 GRID_AXES = ("student_lr", "student_batch_size", "student_epochs")  # the students' fine-tuning grid
 TEACHER_BATCH = 32  # sequences a teacher fine-tuning step, over all processes
@@ -351,7 +351,7 @@ class Study:
 
     def train_config(self, name: str, batch: int, grad_accum: int = 1, **kw) -> TrainConfig:
         """A stage's training settings, `batch` sequences a step over all processes; a stage stopped mid-way
-        (SIGTERM, a kill) resumes from its last checkpoint."""
+        (SIGTERM, a kill) resumes from its last checkpoint, or starts again in its own directory when it had none."""
         per_process = batch // (grad_accum * self.processes)
         if per_process * grad_accum * self.processes != batch:
             raise MiniMoEError(
@@ -364,7 +364,7 @@ class Study:
             batch_size=per_process,
             grad_accum=grad_accum,
             log_every=10,
-            resume=bool(checkpoints(out)),
+            resume=out.exists(),
             mixed_precision=self.cfg.mixed_precision,
             **kw,
         )

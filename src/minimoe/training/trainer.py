@@ -4,22 +4,27 @@ Both jobs (task-agnostic distillation and fine-tuning) hand it an `nn.Module` wh
 batch and returns a dict with "loss" (and any scalars to log). Frozen teachers live outside that module,
 so they are never wrapped for distributed training nor saved in checkpoints.
 
-A run owns its output_dir through a lock file (a second run on it refuses), keeps the recipe in every
-checkpoint (a resume with another recipe refuses unless forced), falls back to the previous checkpoint
-when the newest is unreadable, and on SIGTERM saves a checkpoint and stops (the CLI exits with 143).
-The process group outlives `train()`: the job tears it down after its own last collective.
+A job runs inside `run_directory`, the one owner of its output_dir: a lock file (a second run refuses at
+once), taken before the job loads anything and released on every exit path; a fresh run refuses a
+directory holding another run unless told to move it aside. The trainer keeps the recipe in every
+checkpoint (a resume with another recipe refuses unless forced, fallbacks included), falls back to the
+previous checkpoint when the newest is unreadable, writes nothing before the resume is settled, and on
+SIGTERM saves a checkpoint and stops (the CLI exits with 143). The process group outlives the run: the
+job tears it down after its own last collective.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,11 +38,21 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
-from minimoe.files import acquire_lock, release_lock
+from minimoe.files import atomic_write_text, lock_file
+from minimoe.recipe import dump_recipe
+from minimoe.training.run_dir import (
+    CHECKPOINTS,
+    LOCK_FILE,
+    STATE_FILE,
+    checkpoints,
+    create_dirs,
+    latest_checkpoint,
+    move_aside,
+    previous_run,
+    remove_if_empty,
+    write_failed,
+)
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
-LOCK_FILE = "run.lock"
 BIAS_NAMES = ("bias", "b_in", "b_out")  # parameter names of bias vectors (b_in/b_out: the stacked expert biases)
 # Recipe fields a resume may change: they do not change what is trained.
 RESUMABLE = {
@@ -49,7 +64,7 @@ RESUMABLE = {
     "train.log_every",
     "corpus_workers",
 }
-RESUMABLE |= {"train.save_every", "train.keep_checkpoints"}
+RESUMABLE |= {"train.save_every", "train.keep_checkpoints", "train.overwrite"}
 
 
 @dataclass
@@ -92,6 +107,8 @@ class TrainConfig:
     """continue from the newest complete checkpoint in output_dir"""
     force_resume: bool = False
     """resume even if the recipe differs from the checkpoint's (the differences are printed)"""
+    overwrite: bool = False
+    """a fresh run into a directory holding another run first moves that run to DIR.old-<time>"""
     threads: int = 0
     """torch intra-op threads per process; 0 = torch's default"""
     num_workers: int = -1
@@ -114,6 +131,10 @@ class TrainConfig:
             raise MiniMoEError(f"train.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if not self.epochs > 0 and not self.max_steps:
             raise MiniMoEError(f"train.epochs must be positive (or set train.max_steps), got {self.epochs}")
+        if self.resume and self.overwrite:
+            raise MiniMoEError(
+                "train.resume continues the run in train.output_dir; train.overwrite moves it aside: pick one"
+            )
 
 
 @dataclass
@@ -179,11 +200,9 @@ def make_loader(data: Dataset, collate: Callable, cfg: TrainConfig, device: torc
 
 
 def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> Accelerator:
-    """An Accelerator for this run (TensorBoard under output_dir, seedable data order), and the run's lock.
+    """An Accelerator for this run (TensorBoard under output_dir, seedable data order); it writes nothing.
 
-    The main process takes output_dir's lock file here, before the job writes anything there; the
-    trainer releases it when training ends. `find_unused_parameters` is for objectives that leave some
-    weights off the loss path under DDP.
+    `find_unused_parameters` is for objectives that leave some weights off the loss path under DDP.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -203,8 +222,6 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
-    if accelerator.is_main_process:
-        acquire_lock(Path(cfg.output_dir) / LOCK_FILE)
     return accelerator
 
 
@@ -214,42 +231,98 @@ def end_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, newest first (only fully written ones carry their state file)."""
-    root = Path(output_dir) / CHECKPOINTS
-    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+@dataclass
+class RunDirectory:
+    """A run's output_dir while the run owns it (see `run_directory`)."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    recipe: dict  # the job's config, flattened: stored in every checkpoint and compared on resume
+    recipe_text: str | None  # recipe.yaml, written once the resume is settled
+    stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
+
+    @property
+    def path(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def on_signal(self, signum: int, frame) -> None:
+        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first)."""
+        self.stop_signal = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def writing(self, what: Path) -> Iterator[None]:
+        """Turn a failed write of the run's results (a full disk, ...) into one line naming what is intact."""
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001  (a full disk shows as OSError, SafetensorError or RuntimeError)
+            raise write_failed(what, err, self.path) from err
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    return next(iter(checkpoints(output_dir)), None)
+@contextlib.contextmanager
+def run_directory(
+    cfg: TrainConfig, accelerator: Accelerator, job_config=None, outputs: tuple[str, ...] = ()
+) -> Iterator[RunDirectory]:
+    """Own cfg.output_dir for the block: the whole job, from before it loads anything to its last write.
+
+    The main process creates the directory and takes its lock (a second run refuses at once; the lock
+    goes on every exit path). A fresh run (no train.resume) refuses a directory holding another run, its
+    checkpoints or the job's `outputs`, unless train.overwrite, which first moves that run aside. A
+    directory created here is removed again if the job fails before writing into it. SIGTERM is noted
+    (see `RunDirectory.stop_signal`); one that came after training ends the job with `Stopped` all the same.
+    `job_config` is the job's config dataclass (its recipe); without it, the recipe is `cfg` alone.
+    """
+    recipe = _flat(asdict(job_config) if job_config is not None else {"train": asdict(cfg)})
+    run = RunDirectory(cfg, accelerator, recipe, dump_recipe(job_config) if job_config is not None else None)
+    main = accelerator.is_main_process
+    created = create_dirs(run.path) if main else []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    try:
+        with lock_file(run.path / LOCK_FILE) if main else contextlib.nullcontext():
+            found = previous_run(run.path, outputs) if main and not cfg.resume else []
+            if found and not cfg.overwrite:
+                raise MiniMoEError(
+                    f"{run.path} holds another run ({', '.join(found)}): continue it with --train.resume, choose "
+                    f"another --train.output_dir, or pass --train.overwrite to move it aside to {run.path}.old-<time>"
+                )
+            if found:
+                move_aside(run.path)
+            previous = signal.signal(signal.SIGTERM, run.on_signal) if in_main_thread else None
+            try:
+                accelerator.wait_for_everyone()
+                yield run
+            finally:
+                if in_main_thread:
+                    signal.signal(signal.SIGTERM, previous)
+            if run.stop_signal:
+                raise Stopped(
+                    f"stopped by {run.stop_signal} after training: its last checkpoint is {latest_checkpoint(run.path)}"
+                )
+    except BaseException:
+        remove_if_empty(created)
+        raise
 
 
 class Trainer:
     """Runs `objective` over `data` for the configured steps; evaluation and best-model export optional.
 
     `evaluate(model) -> dict` is called every `eval_every` steps (and at the end); `on_best(model,
-    metrics)` runs on the main process whenever `metrics[best_metric]` improves.
+    metrics)` runs on the main process whenever `metrics[best_metric]` improves. It runs inside
+    `run_directory` and writes nothing until `train()` has settled where it starts.
     """
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        run: RunDirectory,
         objective: nn.Module,
         data: Dataset,
         collate: Callable,
         evaluate: Callable[[nn.Module], dict] | None = None,
         best_metric: str | None = None,
         on_best: Callable[[nn.Module, dict], None] | None = None,
-        accelerator: Accelerator | None = None,
-        run_config: dict | None = None,
     ):
-        self.cfg = cfg
-        self.accelerator = accelerator or make_accelerator(cfg)
-        self.recipe = _flat(run_config or {"train": asdict(cfg)})
+        self.run, self.cfg, self.accelerator, self.out = run, run.cfg, run.accelerator, run.path
+        cfg = self.cfg
         set_seed(cfg.seed)
-        self.out = Path(cfg.output_dir)
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
         loader = make_loader(data, collate, cfg, self.accelerator.device)
         optimizer = make_optimizer(objective, cfg.weight_decay, cfg.lr, self.accelerator.device, cfg.adam_epsilon)
@@ -261,11 +334,12 @@ class Trainer:
             optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
         )
         self.scheduler = self.accelerator.prepare(scheduler)
-        self.step, self.best, self.stop_signal = 0, None, None
+        self.step, self.best = 0, None
+        # what a checkpoint carries beside the weights, so a resumed run logs and reports as an uninterrupted one:
+        # the training metrics last logged, the ones averaged since, and the final evaluation (None before it)
+        self.last: dict = {}
         self.window: list[tuple[int, dict]] = []  # (step, scalar outputs) of each micro-batch since the last log
-        if self.accelerator.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.accelerator.init_trackers("run", config=self.recipe)
+        self.final: dict | None = None
         self.metrics_file = self.out / "metrics.jsonl"
 
     def read_window(self) -> list[dict[str, float]]:
@@ -292,7 +366,7 @@ class Trainer:
 
         A kill or a failed write (disk full) leaves the previous checkpoints as they were.
         """
-        self.read_window()
+        window = [[step, row] for (step, _), row in zip(self.window, self.read_window())]
         acc = self.accelerator
         root = self.out / CHECKPOINTS
         final, tmp = root / f"step-{self.step}", root / f".tmp-step-{self.step}"
@@ -304,21 +378,17 @@ class Trainer:
             acc.save_state(str(tmp))
             acc.wait_for_everyone()  # every rank's files (its RNG state) are in tmp before the rename
             if acc.is_main_process:
-                state = {"step": self.step, "best": self.best, "recipe": self.recipe}
+                state = {"step": self.step, "best": self.best, "recipe": self.run.recipe}
+                state |= {"last": self.last, "window": window, "final": self.final}
                 (tmp / STATE_FILE).write_text(json.dumps(state))
                 old = root / f".old-step-{self.step}"
                 if final.exists():  # the same step saved again (a resume that had nothing left to do)
                     final.rename(old)
                 tmp.rename(final)
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001  (a full disk shows as OSError, SafetensorError or RuntimeError)
             shutil.rmtree(tmp, ignore_errors=True)
-            last = latest_checkpoint(self.out)
-            kept = f"the last good checkpoint {last} is intact" if last else "there is no earlier checkpoint"
-            raise MiniMoEError(
-                f"could not write checkpoint {final} ({err.strerror or err}); {kept}: free space, then rerun "
-                f"with --train.resume"
-            ) from None
+            raise write_failed(final, err, self.out) from None
         if acc.is_main_process:
             for stale in [*root.glob(".tmp-step-*"), *checkpoints(self.out)[self.cfg.keep_checkpoints :]]:
                 shutil.rmtree(stale, ignore_errors=True)
@@ -329,7 +399,7 @@ class Trainer:
         old = saved.get("recipe")
         if old is None:  # a checkpoint from before recipes were stored
             return
-        new = self.recipe
+        new = self.run.recipe
         changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE and old.get(k) != new.get(k))
         if not changed:
             return
@@ -340,38 +410,60 @@ class Trainer:
                 f"or pass --train.force_resume to continue anyway",
                 diff,
             )
-        self.accelerator.print(f"resuming from {ckpt} with a changed recipe (forced): {diff}")
+        self.say(f"resuming from {ckpt} with a changed recipe (forced): {diff}")
+
+    def say(self, message: str) -> None:
+        """A one-line notice on stderr (main process), where it stays apart from a job's output."""
+        if self.accelerator.is_main_process:
+            print(message, file=sys.stderr, flush=True)
 
     def maybe_resume(self) -> int:
         """Load the newest readable checkpoint when resuming; returns the step it holds (0 = fresh).
 
-        An unreadable checkpoint (truncated or corrupt files) is reported and the previous one used.
+        An unreadable checkpoint (truncated or corrupt files) is reported and the previous one used; every
+        checkpoint is checked against the recipe before it is loaded.
         """
         if not self.cfg.resume:
             return 0
         found = checkpoints(self.out)
         if not found:
-            self.accelerator.print(f"no checkpoint under {self.out / CHECKPOINTS}; starting fresh")
+            self.say(f"no checkpoint under {self.out / CHECKPOINTS}; starting fresh")
             return 0
         first_error = None
         for i, ckpt in enumerate(found):
             try:
                 state = json.loads((ckpt / STATE_FILE).read_text())
-                if i == 0:
-                    self.check_recipe(ckpt, state)
+                self.check_recipe(ckpt, state)
                 self.accelerator.load_state(str(ckpt))
             except MiniMoEError:
                 raise
             except Exception as err:  # noqa: BLE001  (torch, safetensors and json each raise their own)
                 first_error = first_error or err
                 fallback = f"falling back to {found[i + 1].name}" if i + 1 < len(found) else "no older checkpoint left"
-                self.accelerator.print(f"checkpoint {ckpt} is unreadable ({type(err).__name__}: {err}); {fallback}")
+                self.say(f"checkpoint {ckpt} is unreadable ({type(err).__name__}: {err}); {fallback}")
                 continue
             self.step, self.best = state["step"], state["best"]
+            self.last, self.final = state.get("last", {}), state.get("final")
+            device = self.accelerator.device
+            self.window = [
+                (s, {k: torch.tensor(v, device=device) for k, v in m.items()}) for s, m in state.get("window", [])
+            ]
+            self.say(f"resumed from step {self.step} ({ckpt})")
             return self.step
         raise MiniMoEError(
             f"cannot resume from {found[0]}: no checkpoint fits this run's model/recipe ({first_error})"
         ) from None
+
+    def start_logs(self) -> None:
+        """Start writing, from the step the run starts at: recipe.yaml, metrics.jsonl cut back to that step
+        and TensorBoard, which hides the events an interrupted attempt logged after it (purge_step)."""
+        if self.accelerator.is_main_process:
+            if self.run.recipe_text is not None:
+                atomic_write_text(self.out / "recipe.yaml", self.run.recipe_text)
+            if self.metrics_file.exists():
+                atomic_write_text(self.metrics_file, "".join(_records_until(self.metrics_file, self.step)))
+        purge = {"tensorboard": {"purge_step": self.step + 1}}
+        self.accelerator.init_trackers("run", config=self.run.recipe, init_kwargs=purge)
 
     # ---- logging -----------------------------------------------------------------------------
     def log(self, metrics: dict) -> None:
@@ -399,14 +491,10 @@ class Trainer:
         return metrics
 
     # ---- the loop ----------------------------------------------------------------------------
-    def loop(self, bar: tqdm) -> dict:
-        """Optimizer steps until total_steps, resuming mid-epoch where a checkpoint left off.
-
-        Returns the last logged training metrics.
-        """
+    def loop(self, bar: tqdm) -> None:
+        """Optimizer steps until total_steps, resuming mid-epoch where a checkpoint left off."""
         acc, cfg = self.accelerator, self.cfg
         eval_every = cfg.eval_every or (self.steps_per_epoch if self.evaluate else 0)
-        last = {}
         self.model.train()
         while self.step < self.total_steps:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -430,48 +518,47 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     rows = self.read_window()
-                    last = {f"train/{k}": sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-                    last["train/lr"] = self.scheduler.get_last_lr()[0]
+                    self.last = {f"train/{k}": sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+                    self.last["train/lr"] = self.scheduler.get_last_lr()[0]
                     self.window = []
-                    self.log(last)
-                    bar.set_postfix(loss=f"{last['train/loss']:.4f}")
+                    self.log(self.last)
+                    bar.set_postfix(loss=f"{self.last['train/loss']:.4f}")
                 if eval_every and self.step % eval_every == 0 and self.step != self.total_steps:
                     self.run_eval()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step != self.total_steps:
                     self.save_checkpoint()
                 if self.stop_requested():
                     self.save_checkpoint()
-                    by = self.stop_signal or "a signal to another process"
-                    raise Stopped(
-                        f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}"
-                    )
+                    raise self.stopped()
                 if self.step >= self.total_steps:
                     break
-        return last
 
     # ---- stopping on a signal -----------------------------------------------------------------
-    def on_signal(self, signum: int, frame) -> None:
-        """SIGTERM handler: ask the loop to checkpoint and stop at the end of the current step."""
-        self.stop_signal = signal.Signals(signum).name
-
     def stop_requested(self) -> bool:
         """Whether any process got a stop signal (all processes agree, so they checkpoint together)."""
+        asked = self.run.stop_signal is not None
         if self.accelerator.num_processes == 1:
-            return self.stop_signal is not None
-        flag = torch.tensor([float(self.stop_signal is not None)], device=self.accelerator.device)
+            return asked
+        flag = torch.tensor([float(asked)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def stopped(self) -> Stopped:
+        """The stop, once the checkpoint that resumes it is saved."""
+        by = self.run.stop_signal or "a signal to another process"
+        return Stopped(f"stopped by {by} at step {self.step}: checkpoint saved in {latest_checkpoint(self.out)}")
 
     def train(self) -> TrainResult:
         """Resume if asked, run the loop under a progress bar, evaluate and checkpoint at the end.
 
-        SIGTERM (sent by schedulers before a kill) is handled from the main thread only: it checkpoints
-        and raises `Stopped`. The lock on output_dir is released when this returns or raises.
+        Nothing is written before the resume is settled, so a refused one changes no file. A stop signal
+        (SIGTERM, sent by schedulers before a kill; see `run_directory`) checkpoints and raises `Stopped`,
+        also when it comes during the final evaluation or save. A run resumed from its final checkpoint
+        only returns what that checkpoint recorded.
         """
         acc, start = self.accelerator, time.time()
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, self.on_signal) if in_main_thread else None
+        resumed = self.maybe_resume()
+        self.start_logs()
         try:
-            resumed = self.maybe_resume()
             with tqdm(
                 total=self.total_steps,
                 initial=self.step,
@@ -480,17 +567,28 @@ class Trainer:
                 disable=not acc.is_local_main_process,
                 dynamic_ncols=True,
             ) as bar:
-                last = self.loop(bar)
-            final = {f"eval/{k}": v for k, v in self.run_eval().items()}
-            self.save_checkpoint()
+                self.loop(bar)
+            if self.final is None:
+                self.final = {f"eval/{k}": v for k, v in self.run_eval().items()}
+                self.save_checkpoint()
+            if self.stop_requested():
+                raise self.stopped()
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
             for tracker in acc.trackers:  # flush TensorBoard; the process group stays up for the job
                 tracker.finish()
-            if acc.is_main_process:
-                release_lock(self.out / LOCK_FILE)
-        return TrainResult(self.step, time.time() - start, {**last, **final}, self.best, resumed)
+        return TrainResult(self.step, time.time() - start, {**self.last, **self.final}, self.best, resumed)
+
+
+def _records_until(metrics_file: Path, step: int) -> list[str]:
+    """The lines of metrics.jsonl logged at or before `step` (a line cut off by a kill is dropped)."""
+    kept = []
+    for line in metrics_file.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
