@@ -1,14 +1,17 @@
 """The `minimoe` command end to end on tiny models: jobs run, bad input is one clear line, kills resume."""
 
+import errno
 import importlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,8 +19,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from minimoe.cli import main
+from minimoe.jobs import distill as distill_job
 from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
 from minimoe.saving import save_model
+from minimoe.training.run_dir import checkpoints
 
 DISTILL = [
     "--student.layers",
@@ -223,14 +228,14 @@ def test_killed_distillation_resumes_to_the_planned_steps(tiny_teacher_dir, tiny
     assert steps[-1] == 400 and min(s for s in steps if s > killed_at) == killed_at + 1
 
 
-def test_a_second_run_on_a_busy_output_dir_is_one_line(tiny_teacher_dir, tiny_corpus, tmp_path):
+def test_a_second_run_on_a_busy_output_dir_is_one_line_before_loading_anything(tiny_corpus, tmp_path):
     (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "run.lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")  # this test is alive
-    run = run_cli(
-        "distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--train.output_dir", tmp_path / "o"
-    )
+    lock = f"{os.getpid()} {socket.gethostname()}\n"  # this test is alive
+    (tmp_path / "o" / "run.lock").write_text(lock)
+    teacher = tmp_path / "no-teacher-here"  # refused at the lock, before the teacher would fail to load
+    run = run_cli("distill", "--teacher", teacher, "--corpus", tiny_corpus, "--train.output_dir", tmp_path / "o")
     assert_one_clear_line(run, f"in use by another run (pid {os.getpid()} ")
-    assert not (tmp_path / "o" / "recipe.yaml").exists()  # refused before writing anything
+    assert files_of(tmp_path / "o") == {"run.lock": lock.encode()}  # refused before writing anything
 
 
 def test_model_without_tokenizer_files_and_unknown_names_are_one_line(
@@ -386,3 +391,286 @@ def test_an_unreachable_hub_fails_at_once_without_retries(tiny_corpus):
     assert_one_clear_line(run, "no-such/model: it is not a packaged teacher")
     assert "http://127.0.0.1:9 cannot be reached and no copy is cached" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1  # no retry lines
+
+
+def files_of(directory):
+    """Every file under `directory` with its bytes: what a refused command must leave as it was."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def error_line(stderr):
+    (line,) = [line for line in stderr.splitlines() if line.startswith("minimoe: error:")]
+    return line
+
+
+def test_a_fresh_run_never_damages_an_earlier_one(tiny_teacher_dir, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    steps = ["--train.save_every", "2", "--train.log_every", "1"]
+    assert distill(tiny_teacher_dir, tiny_corpus, out, "--train.max_steps", "6", *steps) == 0
+    before = files_of(out)
+    capsys.readouterr()
+    assert distill(tiny_teacher_dir, tiny_corpus, out, "--train.max_steps", "3", *steps) == 2  # no --train.resume
+    line = error_line(capsys.readouterr().err)
+    assert f"{out} holds another run (checkpoints/step-6, student, summary.json)" in line
+    assert all(way in line for way in ("--train.resume", "another --train.output_dir", "--train.overwrite"))
+    assert files_of(out) == before  # nothing mixed, appended or pruned
+
+    # --train.overwrite first moves the earlier run aside, whole; the new run starts clean
+    assert distill(tiny_teacher_dir, tiny_corpus, out, "--train.max_steps", "3", *steps, "--train.overwrite") == 0
+    (old,) = tmp_path.glob("run.old-*")
+    assert f"moved the previous run in {out} to {old}" in capsys.readouterr().err
+    assert files_of(old) == before
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]  # its own, kept
+    assert distill(tiny_teacher_dir, tiny_corpus, out, "--train.max_steps", "3", *steps, "--train.resume") == 0
+    assert "resumed from step 3" in capsys.readouterr().err  # the new run, not the old one
+
+
+def test_a_refused_resume_changes_no_file(tiny_teacher_dir, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--train.max_steps", "4", "--train.save_every", "2", "--train.log_every", "1"]
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args) == 0
+    before = files_of(out)
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args, "--train.resume", "--train.lr", "1e-2") == 2
+    assert "the recipe changed (train.lr: 0.0003 -> 0.01)" in error_line(capsys.readouterr().err)
+    assert files_of(out) == before  # recipe.yaml, TensorBoard events and metrics.jsonl included
+
+
+def test_a_fallback_checkpoint_passes_the_recipe_check_too(tiny_teacher_dir, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--train.max_steps", "6", "--train.save_every", "2", "--train.log_every", "1"]
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args) == 0
+    (out / "checkpoints" / "step-6" / "trainer_state.json").write_text("{")  # the newest is corrupt
+    before = files_of(out)
+    capsys.readouterr()
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args, "--train.resume", "--train.lr", "1e-2") == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume from {out / 'checkpoints' / 'step-4'}: the recipe changed (train.lr" in error_line(err)
+    assert files_of(out) == before
+    # with the run's own recipe it resumes from the fallback, and says so on stderr (stdout is the summary's)
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args, "--train.resume") == 0
+    captured = capsys.readouterr()
+    assert f"checkpoint {out / 'checkpoints' / 'step-6'} is unreadable" in captured.err
+    assert "falling back to step-4" in captured.err and "resumed from step 4 " in captured.err
+    assert "unreadable" not in captured.out and "resumed" not in captured.out
+
+
+def test_a_run_that_fails_leaves_no_lock_and_no_directory_behind(tiny_teacher_dir, tmp_path):
+    missing = ["distill", "--teacher", str(tiny_teacher_dir), "--corpus", str(tmp_path / "none.txt")]
+    assert main([*missing, "--train.output_dir", str(tmp_path / "new" / "run")]) == 2  # fails after the lock
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert main([*missing, "--train.output_dir", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())
+
+
+def mount_tmpfs(directory, options):
+    """Mount a tmpfs with `options` on `directory` if this process may (root); whether it did."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], capture_output=True).returncode
+        == 0
+    )
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory no run can write into: a read-only tmpfs as root (root ignores file modes), else mode 555."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if mount_tmpfs(directory, "ro,size=1m"):
+        yield directory
+        subprocess.run(["umount", str(directory)], check=True)
+    elif os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+    else:
+        pytest.skip("root, and no read-only tmpfs could be mounted")
+
+
+def test_a_read_only_output_directory_is_one_line_naming_it(tiny_teacher_dir, tiny_corpus, read_only_dir, capsys):
+    assert distill(tiny_teacher_dir, tiny_corpus, read_only_dir) == 2
+    assert f"cannot create the lock file {read_only_dir / 'run.lock'} (" in error_line(capsys.readouterr().err)
+    assert distill(tiny_teacher_dir, tiny_corpus, read_only_dir / "run") == 2
+    assert f"cannot use {read_only_dir / 'run'} as the run directory (" in error_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a 16 MB tmpfs (as root) that `fill()` leaves without space and `free()` frees again.
+    Where no tmpfs can be mounted, `fill()` raises the ENOSPC the next write on a full disk would."""
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    mounted = mount_tmpfs(directory, "size=16m")
+    ballast = directory / "ballast"
+
+    def fill():
+        if not mounted:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, bytes(1 << 16)):
+                pass
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+
+    yield SimpleNamespace(path=directory, fill=fill, free=lambda: ballast.unlink(missing_ok=True))
+    if mounted:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def same_run(a, b, summary="summary.json", model="student"):
+    """Two run directories ended the same: summary (but its timing and paths), metrics and model weights."""
+
+    def summary_of(directory):
+        return {
+            k: v
+            for k, v in json.loads((directory / summary).read_text()).items()
+            if k not in ("seconds", f"{model}_dir")
+        }
+
+    assert summary_of(a) == summary_of(b)
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    weights = [load_file(d / model / "model.safetensors") for d in (a, b)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_full_disk_during_the_final_model_save_is_one_line_and_resumable(
+    tiny_teacher_dir, tiny_corpus, small_disk, tmp_path, monkeypatch, capsys
+):
+    args = ["--train.max_steps", "4", "--train.save_every", "2", "--train.log_every", "1"]
+    assert distill(tiny_teacher_dir, tiny_corpus, tmp_path / "straight", *args) == 0
+    out, real_save = small_disk.path / "run", distill_job.save_model
+
+    def save_on_a_full_disk(*a, **kw):
+        small_disk.fill()
+        return real_save(*a, **kw)
+
+    monkeypatch.setattr(distill_job, "save_model", save_on_a_full_disk)
+    capsys.readouterr()
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args) == 2
+    line = error_line(capsys.readouterr().err)
+    assert f"could not write {out / 'student'} (" in line and "No space left on device" in line
+    assert f"the last good checkpoint {out / 'checkpoints' / 'step-4'} is intact" in line
+    assert [p.name for p in checkpoints(out)] == ["step-4", "step-2"]
+    assert not (out / "student").exists() and not list(out.glob(".*"))  # no half-written model, no temp files
+    small_disk.free()
+    monkeypatch.setattr(distill_job, "save_model", real_save)
+    assert distill(tiny_teacher_dir, tiny_corpus, out, *args, "--train.resume") == 0
+    same_run(out, tmp_path / "straight")
+
+
+# The CLI with both runs held between reading a stale lock and taking it over, until both have read it; the
+# "late" one then waits a second, so the other takes it first (argv: barrier directory, early|late, CLI args).
+RACING_RESTART = """
+import os, sys, time
+from pathlib import Path
+import minimoe.files
+barrier, late, args = Path(sys.argv[1]), sys.argv[2] == "late", sys.argv[3:]
+pid_alive = minimoe.files._pid_alive
+
+def when_both_read_the_lock(pid):
+    (barrier / str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(late)
+    return pid_alive(pid)
+
+minimoe.files._pid_alive = when_both_read_the_lock
+from minimoe.cli import main
+sys.exit(main(args))
+"""
+
+
+@pytest.mark.slow
+def test_two_restarts_racing_for_the_same_stale_lock_one_wins(tiny_teacher_dir, tiny_corpus, tmp_path):
+    out, barrier = tmp_path / "run", tmp_path / "barrier"
+    out.mkdir()
+    barrier.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / "run.lock").write_text(f"{dead.pid} {socket.gethostname()}\n")  # left by a killed run
+    args = ["distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, "--train.output_dir", out]
+    args += ["--train.max_steps", "2", *DISTILL]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACING_RESTART, str(barrier), role, *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("early", "late")
+    ]
+    stderrs = [run.communicate(timeout=300)[1] for run in runs]
+    assert sorted(run.returncode for run in runs) == [0, 2], stderrs
+    winner, loser = sorted(zip(runs, stderrs), key=lambda r: r[0].returncode)
+    assert f"taking over the stale lock {out / 'run.lock'} (pid {dead.pid} has ended)" in winner[1]
+    assert f"{out} is in use by another run" in error_line(loser[1])
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2 and not (out / "run.lock").exists()
+
+
+# The CLI with a SIGTERM sent to itself in the middle of the n-th call of a function, as a scheduler would
+# (argv: module:attribute, n, CLI args).
+SIGTERM_DURING = """
+import functools, importlib, os, signal, sys
+target, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+module, _, path = target.partition(":")
+*owners, name = path.split(".")
+owner = importlib.import_module(module)
+for attribute in owners:
+    owner = getattr(owner, attribute)
+real, calls = getattr(owner, name), []
+
+@functools.wraps(real)
+def terminated(*a, **kw):
+    calls.append(None)
+    if len(calls) == nth:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*a, **kw)
+
+setattr(owner, name, terminated)
+from minimoe.cli import main
+sys.exit(main(args))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "job, target, nth",
+    [
+        ("finetune", "minimoe.training.trainer:Trainer.run_eval", 2),  # the final evaluation (the 1st ends epoch 1)
+        ("finetune", "accelerate:Accelerator.save_state", 1),  # the final checkpoint (save_every 0: the only one)
+        ("distill", "minimoe.jobs.distill:save_model", 1),  # the model, after training
+    ],
+)
+def test_sigterm_at_the_end_exits_143_and_resumes_to_the_same_run(
+    job, target, nth, tiny_teacher_dir, tiny_corpus, task_dir, tmp_path
+):
+    if job == "finetune":
+        args = ["finetune", "--model", tiny_teacher_dir, "--task", "sst2", "--data_dir", task_dir, "--max_length", "16"]
+        args += ["--train.epochs", "2", "--train.batch_size", "8", "--train.threads", "1", "--train.log_every", "1"]
+        done, model = "results.json", "best"
+    else:
+        args = ["distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, *DISTILL]
+        args += ["--train.max_steps", "6", "--train.log_every", "1"]
+        done, model = "summary.json", "student"
+    assert main([*map(str, args), "--train.output_dir", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "run"
+    run = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING, target, str(nth), *map(str, args), "--train.output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 143, run.stderr[-2000:]
+    (stopped,) = [line for line in run.stderr.splitlines() if line.startswith("minimoe: stopped by SIGTERM")]
+    assert f"{out / 'checkpoints' / 'step-6'}; rerun with --train.resume" in stopped and "Traceback" not in run.stderr
+    assert [p.name for p in checkpoints(out)][:1] == ["step-6"] and not (out / "run.lock").exists()
+    assert not [p for p in out.rglob("*") if "tmp" in p.name]  # nothing half-written
+    assert main([*map(str, args), "--train.output_dir", str(out), "--train.resume"]) == 0
+    same_run(out, tmp_path / "straight", done, model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+from accelerate.utils import set_seed
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -151,6 +152,7 @@ def fine_tune(cfg: FinetuneConfig, run: RunDirectory) -> dict:
             )
         train_data = TaskDataset([f | {"teacher_logits": lg.tolist()} for f, lg in zip(train_data.features, logits)])
 
+    set_seed(cfg.train.seed)  # a new classification head starts from the seed, the same in any process
     objective = TaskObjective(load_task_model(model_path, spec), spec.labels is None, cfg.kd_alpha, cfg.kd_temperature)
     evaluate = make_evaluator(accelerator, spec, dev_data, collate, cfg.train.batch_size * 2)
     best_metric = cfg.metric_for_best or "score"
