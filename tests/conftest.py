@@ -1,12 +1,16 @@
-"""Shared fixtures: tiny random models, tokenizers, an isolated cache and small samples of the packaged raw files."""
+"""Shared fixtures: tiny random models, tokenizers, an isolated cache and small samples of the packaged raw files;
+and the fault injection of the CLI's kill tests."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import tokenizers
 import torch
 import transformers
+from safetensors.torch import load_file
 
 from minimoe import MiniMoEConfig
 
@@ -230,3 +234,53 @@ def movie_snippets() -> str:
 def enwiki_xml() -> str:
     """A MediaWiki export with a redirect, one article and a talk page."""
     return ENWIKI_XML
+
+
+# ---- fault injection: the real CLI, signalled at a chosen point -------------------------------------------------
+
+# The CLI with a signal sent to itself at the start of the n-th call of a function, as a scheduler (SIGTERM) or
+# a dying node (SIGKILL) would (argv: signal name, module:attribute, n, CLI args).
+SIGNAL_DURING = """
+import functools, importlib, os, signal, sys
+signum, target, nth, args = signal.Signals[sys.argv[1]], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+module, _, path = target.partition(":")
+*owners, name = path.split(".")
+owner = importlib.import_module(module)
+for attribute in owners:
+    owner = getattr(owner, attribute)
+real, calls = getattr(owner, name), []
+
+@functools.wraps(real)
+def signalled(*a, **kw):
+    calls.append(None)
+    if len(calls) == nth:
+        os.kill(os.getpid(), signum)
+    return real(*a, **kw)
+
+setattr(owner, name, signalled)
+from minimoe.cli import main
+sys.exit(main(args))
+"""
+
+
+def cli_signalled(signame: str, target: str, nth: int, *args) -> subprocess.CompletedProcess:
+    """`minimoe ARGS` in a subprocess that gets `signame` at the start of the `nth` call of `target`
+    ("module:attribute", e.g. "minimoe.training.trainer:Trainer.run_eval")."""
+    cmd = [sys.executable, "-c", SIGNAL_DURING, signame, target, str(nth), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def same_run(a, b, summary="summary.json", model="student"):
+    """Two run directories ended the same: summary (but its timing and paths), metrics and model weights."""
+
+    def summary_of(directory):
+        return {
+            k: v
+            for k, v in json.loads((directory / summary).read_text()).items()
+            if k not in ("seconds", f"{model}_dir")
+        }
+
+    assert summary_of(a) == summary_of(b)
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    weights = [load_file(d / model / "model.safetensors") for d in (a, b)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

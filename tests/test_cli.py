@@ -24,6 +24,8 @@ from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
 from minimoe.saving import save_model
 from minimoe.training.run_dir import checkpoints
 
+from .conftest import cli_signalled, same_run
+
 DISTILL = [
     "--student.layers",
     "1",
@@ -523,22 +525,6 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(directory)], check=True)
 
 
-def same_run(a, b, summary="summary.json", model="student"):
-    """Two run directories ended the same: summary (but its timing and paths), metrics and model weights."""
-
-    def summary_of(directory):
-        return {
-            k: v
-            for k, v in json.loads((directory / summary).read_text()).items()
-            if k not in ("seconds", f"{model}_dir")
-        }
-
-    assert summary_of(a) == summary_of(b)
-    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
-    weights = [load_file(d / model / "model.safetensors") for d in (a, b)]
-    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-
-
 def test_a_full_disk_during_the_final_model_save_is_one_line_and_resumable(
     tiny_teacher_dir, tiny_corpus, small_disk, tmp_path, monkeypatch, capsys
 ):
@@ -614,31 +600,6 @@ def test_two_restarts_racing_for_the_same_stale_lock_one_wins(tiny_teacher_dir, 
     assert json.loads((out / "summary.json").read_text())["steps"] == 2 and not (out / "run.lock").exists()
 
 
-# The CLI with a SIGTERM sent to itself in the middle of the n-th call of a function, as a scheduler would
-# (argv: module:attribute, n, CLI args).
-SIGTERM_DURING = """
-import functools, importlib, os, signal, sys
-target, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-module, _, path = target.partition(":")
-*owners, name = path.split(".")
-owner = importlib.import_module(module)
-for attribute in owners:
-    owner = getattr(owner, attribute)
-real, calls = getattr(owner, name), []
-
-@functools.wraps(real)
-def terminated(*a, **kw):
-    calls.append(None)
-    if len(calls) == nth:
-        os.kill(os.getpid(), signal.SIGTERM)
-    return real(*a, **kw)
-
-setattr(owner, name, terminated)
-from minimoe.cli import main
-sys.exit(main(args))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "job, target, nth",
@@ -661,12 +622,7 @@ def test_sigterm_at_the_end_exits_143_and_resumes_to_the_same_run(
         done, model = "summary.json", "student"
     assert main([*map(str, args), "--train.output_dir", str(tmp_path / "straight")]) == 0
     out = tmp_path / "run"
-    run = subprocess.run(
-        [sys.executable, "-c", SIGTERM_DURING, target, str(nth), *map(str, args), "--train.output_dir", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = cli_signalled("SIGTERM", target, nth, *args, "--train.output_dir", out)
     assert run.returncode == 143, run.stderr[-2000:]
     (stopped,) = [line for line in run.stderr.splitlines() if line.startswith("minimoe: stopped by SIGTERM")]
     assert f"{out / 'checkpoints' / 'step-6'}; rerun with --train.resume" in stopped and "Traceback" not in run.stderr

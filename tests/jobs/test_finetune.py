@@ -1,14 +1,20 @@
 """`minimoe finetune`: label names saved with the model, MNLI scored on both dev sets, tasks named sensibly, the
-reported best scores are what `minimoe evaluate` gives the saved best model."""
+reported best scores are what `minimoe evaluate` gives the saved best model, and a killed run keeps its best
+model and resumes to the results of an uninterrupted one."""
 
 import json
 import random
+import signal
 
 import pytest
+from transformers import AutoModelForSequenceClassification
 
 from minimoe.cli import main
 from minimoe.data.tasks import get_task
 from minimoe.jobs.finetune import load_task_model
+from minimoe.training.run_dir import checkpoints
+
+from ..conftest import cli_signalled, same_run
 
 
 def test_packaged_tasks_save_their_label_names(tiny_teacher_dir):
@@ -79,3 +85,28 @@ def test_long_texts_train_on_a_64_position_model(save_classifier, tmp_path, caps
     assert "max_length: 64\n" in (tmp_path / "run" / "recipe.yaml").read_text()
     assert main([*args, "--train.output_dir", str(tmp_path / "other"), "--max_length", "65"]) == 2
     assert "--max_length 65 is more than the 64 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_finetune_keeps_its_best_model_and_evaluations_and_resumes_to_the_same_results(
+    tiny_teacher_dir, task_dir, tmp_path
+):
+    args = ["finetune", "--model", tiny_teacher_dir, "--task", "sst2", "--data_dir", task_dir, "--max_length", "16"]
+    args += ["--train.epochs", "3", "--train.batch_size", "8", "--train.save_every", "3", "--train.log_every", "1"]
+    args = [*map(str, args), "--train.threads", "1"]
+    assert main([*args, "--train.output_dir", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "run"
+    # killed (SIGKILL: no cleanup of any kind) as the evaluation after epoch 2 starts, after step-3's checkpoint
+    run = cli_signalled("SIGKILL", "minimoe.training.trainer:Trainer.run_eval", 2, *args, "--train.output_dir", out)
+    assert run.returncode == -signal.SIGKILL and not (out / "results.json").exists()
+    assert [p.name for p in checkpoints(out)] == ["step-3"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (evaluation,) = [r for r in records if "eval/score" in r]  # the evaluation of epoch 1 is kept ...
+    best = json.loads((out / "best" / "dev_metrics.json").read_text())
+    assert evaluation["step"] == 3 and best == {
+        k.removeprefix("eval/"): v for k, v in evaluation.items() if k != "step"
+    }
+    assert AutoModelForSequenceClassification.from_pretrained(out / "best").config.num_labels == 2  # ... and its model
+
+    assert main([*args, "--train.output_dir", str(out), "--train.resume"]) == 0
+    same_run(out, tmp_path / "straight", "results.json", "best")

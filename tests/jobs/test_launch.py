@@ -1,6 +1,7 @@
 """The real commands under `accelerate launch` with two CPU (gloo) processes: they exit 0, save their
-artefacts, and two processes train the same student as one process on the same global batch; two "nodes"
-with node-local caches build each cache once per node."""
+artefacts, two processes train the same student as one process on the same global batch, a killed
+two-process run resumes to exactly the student of an uninterrupted one, and two "nodes" with node-local
+caches build each cache once per node."""
 
 import json
 import os
@@ -8,13 +9,16 @@ import random
 import socket
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from minimoe.cli import main
+from minimoe.training.run_dir import checkpoints
 
 from ..conftest import WORDS
 
@@ -27,23 +31,41 @@ FLAGS = ["--max_length", "24", "--relation_heads", "4", "--train.max_steps", "3"
 FLAGS += ["--train.lr", "1e-3", "--train.warmup_ratio", "0", "--train.threads", "1", "--train.seed", "3"]
 
 
-def launch(*args) -> subprocess.CompletedProcess:
-    """`accelerate launch --multi_gpu --num_processes 2 -m minimoe ARGS` (gloo on a CPU-only machine)."""
+def launch(*args, script=("-m", "minimoe"), **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`accelerate launch --multi_gpu --num_processes 2 -m minimoe ARGS` (gloo on a CPU-only machine); with
+    `popen` keywords, the launch is started and returned, not waited for."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "minimoe"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *script]
+    if popen:
+        return subprocess.Popen([*cmd, *map(str, args)], **popen)
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
-def test_two_process_distill_and_finetune_exit_zero_and_match_one_process(tiny_teacher_dir, task_dir, tmp_path):
-    rng = random.Random(0)  # sentences longer than max_length: every sequence is cut to exactly 24 tokens
-    corpus = tmp_path / "long.txt"
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory):
+    """Sentences longer than max_length: every sequence is cut to exactly 24 tokens."""
+    rng = random.Random(0)
+    corpus = tmp_path_factory.mktemp("corpus") / "long.txt"
     corpus.write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(30)) + " ." for _ in range(40)))
-    common = ["--teacher", str(tiny_teacher_dir), "--corpus", str(corpus), *STUDENT, *FLAGS]
-    run = launch("distill", *common, "--train.batch_size", "4", "--train.output_dir", tmp_path / "two")
+    return corpus
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_teacher_dir, long_corpus, tmp_path_factory):
+    """An uninterrupted two-process distillation: (its directory, its flags)."""
+    common = ["--teacher", str(tiny_teacher_dir), "--corpus", str(long_corpus), *STUDENT, *FLAGS]
+    two = tmp_path_factory.mktemp("launch") / "two"
+    run = launch("distill", *common, "--train.batch_size", "4", "--train.output_dir", two)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "error" not in run.stderr.lower()
-    two = tmp_path / "two"
+    return two, common
+
+
+@pytest.mark.slow
+def test_two_process_distill_and_finetune_exit_zero_and_match_one_process(
+    two_process_run, tiny_teacher_dir, task_dir, tmp_path
+):
+    two, common = two_process_run
     assert (two / "summary.json").is_file() and (two / "recipe.yaml").is_file()
     assert [json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
@@ -132,3 +154,49 @@ def test_the_paper_study_recipe_splits_its_global_batches_over_two_processes(
     assert (distill["train"]["batch_size"], distill["train"]["grad_accum"]) == (2, 2)  # 8 = 2 x 2 accumulated x 2
     assert finetune["train"]["batch_size"] == 4  # a global fine-tuning batch of 8 over 2 processes
     assert run.stdout.count("wrote ") == 1 and (out / "study.md").is_file()  # the tables come from one process
+
+
+# The CLI, for `accelerate launch`, whose processes stop right after writing checkpoint step-2 and wait there
+# (touching $STOPPED_AT_STEP_2) for the test to kill them all.
+STOPS_AFTER_STEP_2 = """
+import os, sys, time
+from pathlib import Path
+from minimoe.training.trainer import Trainer
+save = Trainer.save_checkpoint
+
+def save_then_wait(self):
+    save(self)
+    if self.step == 2:
+        Path(os.environ["STOPPED_AT_STEP_2"]).touch()
+        time.sleep(600)
+
+Trainer.save_checkpoint = save_then_wait
+from minimoe.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_distill_resumes_to_the_uninterrupted_student(two_process_run, tmp_path):
+    two, common = two_process_run
+    script, marker, out = tmp_path / "stops.py", tmp_path / "stopped", tmp_path / "killed"
+    script.write_text(STOPS_AFTER_STEP_2)
+    args = ["distill", *common, "--train.batch_size", "4", "--train.save_every", "1", "--train.output_dir", out]
+    env = {**os.environ, "STOPPED_AT_STEP_2": str(marker)}
+    proc = launch(*args, script=[str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), "the launch never reached step 2"
+    everything = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    for process in everything:  # the launcher and both workers (each in a session of its own): no cleanup at all
+        process.kill()
+    psutil.wait_procs(everything, timeout=60)
+    assert [p.name for p in checkpoints(out)] == ["step-2", "step-1"] and not (out / "summary.json").exists()
+
+    run = launch(*args, "--train.resume")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed from step 2" in run.stderr and f"taking over the stale lock {out / 'run.lock'}" in run.stderr
+    assert (out / "metrics.jsonl").read_text() == (two / "metrics.jsonl").read_text()
+    a, b = (load_file(d / "student" / "model.safetensors") for d in (out, two))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise what no kill gives

@@ -1,15 +1,18 @@
 """The study grid on tiny models: every cell runs, the table has mean and spread, a rerun resumes, every score is
-what `minimoe evaluate` gives the stage's best model."""
+what `minimoe evaluate` gives the stage's best model, and a killed study reruns to the results of an
+uninterrupted one."""
 
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
 
+from minimoe.cli import main
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
 from minimoe.jobs.evaluate import EvaluateConfig
 from minimoe.jobs.evaluate import run as run_evaluate
@@ -26,6 +29,9 @@ from minimoe.jobs.study import (
 )
 from minimoe.jobs.study import run as run_study
 from minimoe.report import read_metrics
+from minimoe.training.run_dir import checkpoints
+
+from ..conftest import cli_signalled
 
 
 def test_parse_size():
@@ -333,3 +339,34 @@ def test_the_paper_recipe_dry_runs_on_local_stand_ins(tiny_teacher_dir, tiny_cor
     report = json.loads((out / "study.json").read_text())
     assert [r["model"] for r in report["rows"]] == ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4"]
     assert report["paired"] and "Relation KL during distillation" in (out / "study.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_study_reruns_to_the_same_results(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
+    task = tmp_path / "data" / "sst2"
+    task.mkdir(parents=True)
+    lines = ["sentence\tlabel"] + [
+        f"{r}\t{i % 2}" for i, r in enumerate(["the film was new", "the game was large"] * 6)
+    ]
+    for split in ("train", "dev"):
+        (task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    grid = ["study", "--teachers", tiny_teacher_dir, "--sizes", "1L-32H", "--experts", "4", "--seeds", "1"]
+    grid += ["--tasks", "sst2", "--data_root", tmp_path / "data", "--corpus", tiny_corpus, "--max_length", "24"]
+    grid += ["--distill_steps", "3", "--distill_sequences", "24", "--train_examples", "0", "--eval_examples", "0"]
+    grid += ["--student_epochs", "1", "--teacher_epochs", "1", "--kd_alpha", "0.5", "--relation_heads", "2"]
+    grid = [*map(str, grid), "--no-measure_latency"]
+    assert main([*grid, "--output_dir", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "study"
+    # killed (SIGKILL) as the student's distillation saves the student: its final checkpoint is written, the model not
+    run = cli_signalled("SIGKILL", "minimoe.jobs.distill:save_model", 1, *grid, "--output_dir", out)
+    assert run.returncode == -signal.SIGKILL
+    stage = out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill"
+    assert checkpoints(stage) and not (stage / "student").exists() and not (stage / "summary.json").exists()
+    teacher = out / tiny_teacher_dir.name / "teacher-sst2" / "results.json"
+    stamp = teacher.stat().st_mtime_ns
+
+    assert main([*grid, "--output_dir", str(out)]) == 0  # the same command again
+    assert teacher.stat().st_mtime_ns == stamp  # a finished stage is kept
+    report, straight = (json.loads((d / "study.json").read_text()) for d in (out, tmp_path / "straight"))
+    assert {k: v for k, v in report.items() if k != "config"} == {k: v for k, v in straight.items() if k != "config"}
