@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from minimoe.cli import main
@@ -341,8 +342,21 @@ def test_the_paper_recipe_dry_runs_on_local_stand_ins(tiny_teacher_dir, tiny_cor
     assert report["paired"] and "Relation KL during distillation" in (out / "study.md").read_text()
 
 
+@pytest.fixture
+def one_torch_thread(monkeypatch):
+    """One torch thread in this process and in the ones it starts (`--train.threads` of an earlier test stays set
+    in this process, and a study takes no thread count): float sums then add up in the same order in both."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_a_killed_study_reruns_to_the_same_results(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch):
+def test_a_killed_study_reruns_to_the_same_results(
+    tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch, one_torch_thread
+):
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
     task = tmp_path / "data" / "sst2"
     task.mkdir(parents=True)
