@@ -87,6 +87,7 @@ def _owner(path: Path) -> tuple[int, str]:
 
 
 def _busy(path: Path, pid: int, host: str) -> MiniMoEError:
+    """The one line for a run directory another run holds."""
     return MiniMoEError(
         f"{path.parent} is in use by another run (pid {pid} on {host}, lock file {path}); wait for it, use "
         f"another output directory, or delete the lock file if that run is gone"
@@ -98,7 +99,7 @@ def _acquire(path: Path) -> int:
 
     The flock decides between runs racing for the same (stale) lock: exactly one gets it. A lock file that
     names a live process on this host, or any process on another host (it cannot be checked from here),
-    counts as held even without a flock (written by an older version, or on a file system without locks).
+    counts as held even without a flock (written by an older version, or on a file system without flock).
     """
     host = socket.gethostname()
     while True:
@@ -117,6 +118,8 @@ def _acquire(path: Path) -> int:
                 time.sleep(0.2)
                 pid, owner = _owner(path)
             raise _busy(path, pid, owner) from None
+        except OSError:  # a file system without flock (some network ones): the pid check below still applies
+            pass
         if not path.exists() or not os.path.samestat(os.fstat(fd), path.stat()):
             os.close(fd)  # its holder removed it between our open and our flock: lock the new one
             continue
@@ -143,5 +146,5 @@ def lock_file(path: str | Path) -> Iterator[None]:
         yield
     finally:
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
-            path.unlink()  # before the flock goes: a run waiting on this file then locks a new one
+            path.unlink()  # while still locked: a run that opened it meanwhile finds it gone once locked, and retries
         os.close(fd)

@@ -206,7 +206,7 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(
+    return Accelerator(
         # With no GPU, accelerate only joins a multi-process (gloo) group when told it runs on CPU.
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
@@ -222,7 +222,6 @@ def make_accelerator(cfg: TrainConfig, find_unused_parameters: bool = False) -> 
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
-    return accelerator
 
 
 def end_distributed() -> None:
@@ -243,6 +242,7 @@ class RunDirectory:
 
     @property
     def path(self) -> Path:
+        """The run directory."""
         return Path(self.cfg.output_dir)
 
     def on_signal(self, signum: int, frame) -> None:
