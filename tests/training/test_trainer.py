@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,16 @@ def test_model_and_batches_follow_the_accelerator_device(tiny_teacher_dir, tmp_p
     with trainer(config(tmp_path, max_steps=2, save_every=0), obj, RandomIds()) as t:
         t.train()
     assert seen and all(devices == {t.accelerator.device} for devices in seen)
+
+
+def test_a_process_forked_during_a_run_still_ends_on_sigterm(tmp_path):
+    """A worker pool (the corpus build's) terminates its forked workers with SIGTERM: they must not catch it."""
+    cfg = config(tmp_path)
+    with run_directory(cfg, make_accelerator(cfg)) as run:
+        child = os.fork()
+        if child == 0:  # the forked worker
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM and run.stop_signal is None

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -239,6 +239,7 @@ class RunDirectory:
     recipe: dict  # the job's config, flattened: stored in every checkpoint and compared on resume
     recipe_text: str | None  # recipe.yaml, written once the resume is settled
     stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
+    pid: int = field(default_factory=os.getpid)  # the run's process (a forked worker inherits the handler below)
 
     @property
     def path(self) -> Path:
@@ -246,7 +247,15 @@ class RunDirectory:
         return Path(self.cfg.output_dir)
 
     def on_signal(self, signum: int, frame) -> None:
-        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first)."""
+        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first).
+
+        A process forked from the run (a tokenising or data worker) inherits this handler; there the signal
+        does what it does by default, end the process, so a pool that terminates its workers is not kept waiting.
+        """
+        if os.getpid() != self.pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.stop_signal = signal.Signals(signum).name
 
     @contextlib.contextmanager
