@@ -126,7 +126,7 @@ def student_config(teacher: Teacher, shape: StudentConfig) -> MiniMoEConfig:
 def run(cfg: DistillConfig) -> dict:
     """Distil, export the student (without the relation head) and return a summary dict."""
     accelerator = make_accelerator(cfg.train, find_unused_parameters=cfg.relation_source == "last_layer")
-    with run_directory(cfg.train, accelerator, cfg, outputs=("student", "summary.json")) as run:
+    with run_directory(cfg.train, accelerator, outputs=("student", "summary.json")) as run:
         return distil(cfg, run)
 
 
@@ -161,7 +161,7 @@ def distil(cfg: DistillConfig, run: RunDirectory) -> dict:
         batch = cfg.train.batch_size * 2
         build_teacher_cache(teacher, data, collate, cfg.teacher_layer, directory, batch, accelerator.autocast)
         data, collate = CachedTeacherCorpus(data, directory), cached_collate(collate)
-    trainer = Trainer(run, objective, data, collate)
+    trainer = Trainer(run, objective, data, collate, config=cfg)
     result = trainer.train()
 
     summary = {

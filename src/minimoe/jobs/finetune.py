@@ -126,7 +126,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if not cfg.model:
         raise MiniMoEError("finetune needs --model (a student directory, a packaged teacher name, or a hub name)")
     accelerator = make_accelerator(cfg.train)
-    with run_directory(cfg.train, accelerator, cfg, outputs=("best", "results.json")) as run:
+    with run_directory(cfg.train, accelerator, outputs=("best", "results.json")) as run:
         return fine_tune(cfg, run)
 
 
@@ -167,7 +167,9 @@ def fine_tune(cfg: FinetuneConfig, run: RunDirectory) -> dict:
             save_model(objective.model, tokenizer, out / "best", replace(card, scores=metrics))
             atomic_write_text(best_file, json.dumps(metrics))
 
-    trainer = Trainer(run, objective, train_data, collate, evaluate=evaluate, best_metric=best_metric, on_best=on_best)
+    trainer = Trainer(
+        run, objective, train_data, collate, evaluate=evaluate, best_metric=best_metric, on_best=on_best, config=cfg
+    )
     result = trainer.train()
     final = {k.removeprefix("eval/"): round(v, 4) for k, v in result.last_metrics.items() if k.startswith("eval/")}
     summary = {

@@ -236,8 +236,6 @@ class RunDirectory:
 
     cfg: TrainConfig
     accelerator: Accelerator
-    recipe: dict  # the job's config, flattened: stored in every checkpoint and compared on resume
-    recipe_text: str | None  # recipe.yaml, written once the resume is settled
     stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
     pid: int = field(default_factory=os.getpid)  # the run's process (a forked worker inherits the handler below)
 
@@ -268,9 +266,7 @@ class RunDirectory:
 
 
 @contextlib.contextmanager
-def run_directory(
-    cfg: TrainConfig, accelerator: Accelerator, job_config=None, outputs: tuple[str, ...] = ()
-) -> Iterator[RunDirectory]:
+def run_directory(cfg: TrainConfig, accelerator: Accelerator, outputs: tuple[str, ...] = ()) -> Iterator[RunDirectory]:
     """Own cfg.output_dir for the block: the whole job, from before it loads anything to its last write.
 
     The main process creates the directory and takes its lock (a second run refuses at once; the lock
@@ -278,10 +274,8 @@ def run_directory(
     checkpoints or the job's `outputs`, unless train.overwrite, which first moves that run aside. A
     directory created here is removed again if the job fails before writing into it. SIGTERM is noted
     (see `RunDirectory.stop_signal`); one that came after training ends the job with `Stopped` all the same.
-    `job_config` is the job's config dataclass (its recipe); without it, the recipe is `cfg` alone.
     """
-    recipe = _flat(asdict(job_config) if job_config is not None else {"train": asdict(cfg)})
-    run = RunDirectory(cfg, accelerator, recipe, dump_recipe(job_config) if job_config is not None else None)
+    run = RunDirectory(cfg, accelerator)
     main = accelerator.is_main_process
     created = create_dirs(run.path) if main else []
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -315,8 +309,10 @@ class Trainer:
     """Runs `objective` over `data` for the configured steps; evaluation and best-model export optional.
 
     `evaluate(model) -> dict` is called every `eval_every` steps (and at the end); `on_best(model,
-    metrics)` runs on the main process whenever `metrics[best_metric]` improves. It runs inside
-    `run_directory` and writes nothing until `train()` has settled where it starts.
+    metrics)` runs on the main process whenever `metrics[best_metric]` improves. `config` is the job's
+    config as it runs (its recipe: kept in every checkpoint, checked on resume, written to recipe.yaml);
+    without it, the recipe is the train settings alone. It runs inside `run_directory` and writes
+    nothing until `train()` has settled where it starts.
     """
 
     def __init__(
@@ -328,9 +324,12 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict] | None = None,
         best_metric: str | None = None,
         on_best: Callable[[nn.Module, dict], None] | None = None,
+        config=None,
     ):
         self.run, self.cfg, self.accelerator, self.out = run, run.cfg, run.accelerator, run.path
         cfg = self.cfg
+        self.recipe = _flat(asdict(config) if config is not None else {"train": asdict(cfg)})
+        self.recipe_text = dump_recipe(config) if config is not None else None
         set_seed(cfg.seed)
         self.evaluate, self.best_metric, self.on_best = evaluate, best_metric, on_best
         loader = make_loader(data, collate, cfg, self.accelerator.device)
@@ -387,7 +386,7 @@ class Trainer:
             acc.save_state(str(tmp))
             acc.wait_for_everyone()  # every rank's files (its RNG state) are in tmp before the rename
             if acc.is_main_process:
-                state = {"step": self.step, "best": self.best, "recipe": self.run.recipe}
+                state = {"step": self.step, "best": self.best, "recipe": self.recipe}
                 state |= {"last": self.last, "window": window, "final": self.final}
                 (tmp / STATE_FILE).write_text(json.dumps(state))
                 old = root / f".old-step-{self.step}"
@@ -408,7 +407,7 @@ class Trainer:
         old = saved.get("recipe")
         if old is None:  # a checkpoint from before recipes were stored
             return
-        new = self.run.recipe
+        new = self.recipe
         changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE and old.get(k) != new.get(k))
         if not changed:
             return
@@ -467,12 +466,12 @@ class Trainer:
         """Start writing, from the step the run starts at: recipe.yaml, metrics.jsonl cut back to that step
         and TensorBoard, which hides the events an interrupted attempt logged after it (purge_step)."""
         if self.accelerator.is_main_process:
-            if self.run.recipe_text is not None:
-                atomic_write_text(self.out / "recipe.yaml", self.run.recipe_text)
+            if self.recipe_text is not None:
+                atomic_write_text(self.out / "recipe.yaml", self.recipe_text)
             if self.metrics_file.exists():
                 atomic_write_text(self.metrics_file, "".join(_records_until(self.metrics_file, self.step)))
         purge = {"tensorboard": {"purge_step": self.step + 1}}
-        self.accelerator.init_trackers("run", config=self.run.recipe, init_kwargs=purge)
+        self.accelerator.init_trackers("run", config=self.recipe, init_kwargs=purge)
 
     # ---- logging -----------------------------------------------------------------------------
     def log(self, metrics: dict) -> None:
