@@ -1,6 +1,7 @@
 """The run lock: one holder at a time (in one process too), gone on every exit, a dead holder's taken over."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,3 +36,32 @@ def test_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
         with lock_file(lock):
             pass
     assert lock.exists()  # a refused run leaves the holder's lock alone
+
+
+# Holds the lock, forks a worker (it writes its pid to argv[2] and lives on), then dies by SIGKILL (argv[1]: the lock).
+LOCK_FORK_AND_DIE = """
+import os, signal, sys, time
+from minimoe.files import lock_file
+with lock_file(sys.argv[1]):
+    if os.fork() == 0:
+        open(sys.argv[2], "w").write(str(os.getpid()))
+        time.sleep(60)
+        os._exit(0)
+    while not os.path.exists(sys.argv[2]) or not open(sys.argv[2]).read():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_lock_is_free_while_its_forked_workers_live_on(tmp_path, capsys):
+    lock, worker = tmp_path / "run.lock", tmp_path / "worker.pid"
+    run = subprocess.run([sys.executable, "-c", LOCK_FORK_AND_DIE, str(lock), str(worker)], timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    orphan = int(worker.read_text())
+    try:
+        os.kill(orphan, 0)  # the worker is still alive ...
+        with lock_file(lock):  # ... and the lock is its dead run's: taken over
+            pass
+        assert "taking over the stale lock" in capsys.readouterr().err
+    finally:
+        os.kill(orphan, signal.SIGKILL)

@@ -66,6 +66,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+_HELD: set[int] = set()  # descriptors of the lock files this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a data or tokenising worker) close the lock descriptors it inherited: the lock then
+    goes with the run's own process, not with workers that outlive a killed run for a moment."""
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 def _pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine."""
     try:
@@ -142,9 +156,11 @@ def lock_file(path: str | Path) -> Iterator[None]:
     """
     path = Path(path)
     fd = _acquire(path)
+    _HELD.add(fd)
     try:
         yield
     finally:
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
             path.unlink()  # while still locked: a run that opened it meanwhile finds it gone once locked, and retries
+        _HELD.discard(fd)
         os.close(fd)
