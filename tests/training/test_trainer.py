@@ -119,6 +119,15 @@ def test_killed_run_resumes_to_the_same_weights(tiny_teacher_dir, tmp_path):
         torch.testing.assert_close(p, q, msg=name)
 
 
+def test_a_resumed_run_logs_what_an_uninterrupted_one_logs(tiny_teacher_dir, tmp_path):
+    # logged every 3 steps, saved every 4: the step-4 checkpoint falls inside the window logged at step 6
+    train(config(tmp_path / "a", log_every=3), objective(tiny_teacher_dir), RandomIds())
+    with pytest.raises(KeyboardInterrupt):  # dies in step 7, after logging step 6
+        train(config(tmp_path / "b", log_every=3), objective(tiny_teacher_dir), RandomIds(die_after=52))
+    train(config(tmp_path / "b", log_every=3, resume=True), objective(tiny_teacher_dir), RandomIds())
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == (tmp_path / "a" / "metrics.jsonl").read_text()
+
+
 def test_loader_workers_change_no_batch_and_a_run_resumes_with_them(tiny_teacher_dir, tmp_path):
     # 6 batches an epoch: the resume at step 4 skips into the first epoch, then a second epoch follows.
     straight = objective(tiny_teacher_dir)
