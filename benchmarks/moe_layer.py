@@ -40,7 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, also when
 
 from minimoe.modeling.config import MiniMoEConfig  # noqa: E402
 from minimoe.modeling.moe import MoEFeedForward  # noqa: E402
-from timing import MALLOC_ENV, MALLOC_VALUES, cpu_flags, cpu_model, interleaved, malloc_description  # noqa: E402
+from timing import (  # noqa: E402
+    MALLOC_ENV,
+    MALLOC_VALUES,
+    cpu_flags,
+    cpu_model,
+    interleaved,
+    malloc_description,
+    run_benchmark,
+)
 
 INFERENCE_TARGET = 1.15
 
@@ -268,13 +276,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit:
-        raise
-    except Exception:  # exit 0 always, as promised; say what went wrong
-        import traceback
-
-        traceback.print_exc()
-        print("benchmark failed (see the traceback above)")
-        sys.exit(0)
+    run_benchmark(main)

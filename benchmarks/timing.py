@@ -275,3 +275,18 @@ def tune_malloc_now() -> bool:
     except (OSError, AttributeError):
         return False
     return ok
+
+
+def run_benchmark(main: Callable[[], int]) -> None:
+    """Run a benchmark script's main and exit 0 whatever happens, as the benchmarks promise: a failure prints its
+    traceback and one line, so a suite run goes on to the next script."""
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        print("benchmark failed (see the traceback above)")
+        sys.exit(0)

@@ -40,7 +40,15 @@ from moe_layer import build  # noqa: E402
 from perf.models import forward_fn, make_student, random_ids  # noqa: E402
 from perf.presets import FULL  # noqa: E402
 from perf.routing import CALIBRATION_SEED, balance_routers_  # noqa: E402
-from timing import cpu_model, hardware, interleaved, malloc_description, median_ms, paired_ratio  # noqa: E402
+from timing import (  # noqa: E402
+    cpu_model,
+    hardware,
+    interleaved,
+    malloc_description,
+    median_ms,
+    paired_ratio,
+    run_benchmark,
+)
 
 HIDDEN, EXPERTS, LAYERS, SEQ = 384, 4, 4, 128
 
@@ -179,13 +187,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit:
-        raise
-    except Exception:  # exit 0 always, as promised; say what went wrong
-        import traceback
-
-        traceback.print_exc()
-        print("benchmark failed (see the traceback above)")
-        sys.exit(0)
+    run_benchmark(main)

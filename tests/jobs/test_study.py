@@ -151,6 +151,25 @@ def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
     assert not (tmp_path / "study").exists()
 
 
+def tiny_study(tmp_path, teacher_dir, corpus, **fields) -> StudyConfig:
+    """A 1L-32H dense vs E=4 grid on the tiny teacher, 3 distillation steps; tasks under tmp_path/data."""
+    base = dict(
+        output_dir=str(tmp_path / "study"),
+        teachers=[str(teacher_dir)],
+        sizes=["1L-32H"],
+        experts=[1, 4],
+        data_root=str(tmp_path / "data"),
+        corpus=[str(corpus)],
+        max_length=24,
+        distill_steps=3,
+        distill_sequences=24,
+        train_examples=0,
+        eval_examples=0,
+        relation_heads=2,
+    )
+    return StudyConfig(**(base | fields))
+
+
 @pytest.mark.slow
 def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
@@ -160,24 +179,15 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     lines = ["sentence\tlabel"] + [f"{r}\t{i % 2}" for i, r in enumerate(rows * 4)]
     for split in ("train", "dev"):
         (task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    cfg = StudyConfig(
-        output_dir=str(tmp_path / "study"),
-        teachers=[str(tiny_teacher_dir)],
-        sizes=["1L-32H"],
-        experts=[1, 4],
+    cfg = tiny_study(
+        tmp_path,
+        tiny_teacher_dir,
+        tiny_corpus,
         seeds=[1, 2],
         tasks=["sst2"],
-        data_root=str(tmp_path / "data"),
-        corpus=[str(tiny_corpus)],
-        max_length=24,
-        distill_steps=3,
-        distill_sequences=24,
-        train_examples=0,
-        eval_examples=0,
         student_epochs=1,
         teacher_epochs=1,
         kd_alpha=0.5,
-        relation_heads=2,
         measure_latency=True,
         variants=["nonoise:router_noise=0"],
     )
@@ -247,25 +257,16 @@ def test_every_stage_score_is_what_evaluate_gives_its_best_model(tiny_teacher_di
     """Stages evaluate once per epoch and AdamW steps in place (fused): the table holds what best/ scores."""
     monkeypatch.setenv("MINIMOE_HOME", str(tmp_path / "home"))
     sts_task(tmp_path / "data" / "stsb", seed=0)
-    cfg = StudyConfig(
-        output_dir=str(tmp_path / "study"),
-        teachers=[str(tiny_teacher_dir)],
-        sizes=["1L-32H"],
-        experts=[1, 4],
+    cfg = tiny_study(
+        tmp_path,
+        tiny_teacher_dir,
+        tiny_corpus,
         seeds=[1],
         tasks=["stsb"],
-        data_root=str(tmp_path / "data"),
-        corpus=[str(tiny_corpus)],
-        max_length=24,
-        distill_steps=3,
-        distill_sequences=24,
-        train_examples=0,
-        eval_examples=0,
         student_epochs=8,
         student_lr=1e-2,
         teacher_epochs=8,
         teacher_lr=1e-2,
-        relation_heads=2,
         measure_latency=False,
     )
     rows = run_study(cfg)
