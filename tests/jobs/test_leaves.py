@@ -16,10 +16,19 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of the file except those under `if TYPE_CHECKING:` (imports for annotations never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
 def imports(path: Path) -> set[str]:
-    """The minimoe modules a file imports (at any depth in the file, so function-local imports count too)."""
+    """The minimoe modules a file imports at run time (at any depth, so function-local imports count too)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minimoe"):
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}

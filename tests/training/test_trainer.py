@@ -23,14 +23,13 @@ from minimoe.errors import MiniMoEError, Stopped
 from minimoe.jobs.distill import StudentConfig, student_config
 from minimoe.modeling import init_student
 from minimoe.training.objectives import RelationDistillation
-from minimoe.training.run_dir import checkpoints, latest_checkpoint
+from minimoe.training.run_dir import checkpoints, latest_checkpoint, run_directory
 from minimoe.training.trainer import (
     TrainConfig,
     Trainer,
     loader_workers,
     make_accelerator,
     param_groups,
-    run_directory,
 )
 
 

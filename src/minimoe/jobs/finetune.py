@@ -25,8 +25,9 @@ from minimoe.recipe import dump_recipe
 from minimoe.report import plot_curves
 from minimoe.saving import save_model
 from minimoe.training.objectives import TaskObjective
+from minimoe.training.run_dir import RunDirectory, run_directory
 from minimoe.training.teacher_cache import check_same_tokenizer, teacher_logits
-from minimoe.training.trainer import RunDirectory, TrainConfig, Trainer, make_accelerator, run_directory
+from minimoe.training.trainer import TrainConfig, Trainer, make_accelerator
 
 
 @dataclass

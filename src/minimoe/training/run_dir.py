@@ -1,14 +1,28 @@
-"""A run directory's layout and the checks on it: its checkpoints, whether it holds another run, moving that
-run aside, and the one-line message when a write into it fails."""
+"""A run's output directory: `run_directory`, the one context that owns it for a whole job (lock, refusals,
+SIGTERM, cleanup), and its layout: checkpoints, whether it holds another run, moving that run aside, and the
+one-line message when a write into it fails."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from minimoe.errors import MiniMoEError
+from accelerate import Accelerator
+
+from minimoe.errors import MiniMoEError, Stopped
+from minimoe.files import lock_file
+
+if TYPE_CHECKING:  # for annotations only: the trainer imports this module
+    from minimoe.training.trainer import TrainConfig
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -90,3 +104,78 @@ def write_failed(what: Path, err: Exception, output_dir: Path) -> MiniMoEError:
     last = latest_checkpoint(output_dir)
     kept = f"the last good checkpoint {last} is intact" if last else "there is no earlier checkpoint"
     return MiniMoEError(f"could not write {what} ({reason}); {kept}: free space, then rerun with --train.resume")
+
+
+@dataclass
+class RunDirectory:
+    """A run's output_dir while the run owns it (see `run_directory`)."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
+    pid: int = field(default_factory=os.getpid)  # the run's process (a forked worker inherits the handler below)
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return Path(self.cfg.output_dir)
+
+    def on_signal(self, signum: int, frame) -> None:
+        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first).
+
+        A process forked from the run (a tokenising or data worker) inherits this handler; there the signal
+        does what it does by default, end the process, so a pool that terminates its workers is not kept waiting.
+        """
+        if os.getpid() != self.pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.stop_signal = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def writing(self, what: Path) -> Iterator[None]:
+        """Turn a failed write of the run's results (a full disk, ...) into one line naming what is intact."""
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001  (a full disk shows as OSError, SafetensorError or RuntimeError)
+            raise write_failed(what, err, self.path) from err
+
+
+@contextlib.contextmanager
+def run_directory(cfg: TrainConfig, accelerator: Accelerator, outputs: tuple[str, ...] = ()) -> Iterator[RunDirectory]:
+    """Own cfg.output_dir for the block: the whole job, from before it loads anything to its last write.
+
+    The main process creates the directory and takes its lock (a second run refuses at once; the lock
+    goes on every exit path). A fresh run (no train.resume) refuses a directory holding another run, its
+    checkpoints or the job's `outputs`, unless train.overwrite, which first moves that run aside. A
+    directory created here is removed again if the job fails before writing into it. SIGTERM is noted
+    (see `RunDirectory.stop_signal`); one that came after training ends the job with `Stopped` all the same.
+    """
+    run = RunDirectory(cfg, accelerator)
+    main = accelerator.is_main_process
+    created = create_dirs(run.path) if main else []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    try:
+        with lock_file(run.path / LOCK_FILE) if main else contextlib.nullcontext():
+            found = previous_run(run.path, outputs) if main and not cfg.resume else []
+            if found and not cfg.overwrite:
+                raise MiniMoEError(
+                    f"{run.path} holds another run ({', '.join(found)}): continue it with --train.resume, choose "
+                    f"another --train.output_dir, or pass --train.overwrite to move it aside to {run.path}.old-<time>"
+                )
+            if found:
+                move_aside(run.path)
+            previous = signal.signal(signal.SIGTERM, run.on_signal) if in_main_thread else None
+            try:
+                accelerator.wait_for_everyone()
+                yield run
+            finally:
+                if in_main_thread:
+                    signal.signal(signal.SIGTERM, previous)
+            if run.stop_signal:
+                raise Stopped(
+                    f"stopped by {run.stop_signal} after training: its last checkpoint is {latest_checkpoint(run.path)}"
+                )
+    except BaseException:
+        remove_if_empty(created)
+        raise

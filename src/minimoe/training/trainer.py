@@ -15,17 +15,14 @@ job tears it down after its own last collective.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,20 +35,9 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
-from minimoe.files import atomic_write_text, lock_file
+from minimoe.files import atomic_write_text
 from minimoe.recipe import dump_recipe
-from minimoe.training.run_dir import (
-    CHECKPOINTS,
-    LOCK_FILE,
-    STATE_FILE,
-    checkpoints,
-    create_dirs,
-    latest_checkpoint,
-    move_aside,
-    previous_run,
-    remove_if_empty,
-    write_failed,
-)
+from minimoe.training.run_dir import CHECKPOINTS, STATE_FILE, RunDirectory, checkpoints, latest_checkpoint, write_failed
 
 BIAS_NAMES = ("bias", "b_in", "b_out")  # parameter names of bias vectors (b_in/b_out: the stacked expert biases)
 # Recipe fields a resume may change: they do not change what is trained.
@@ -228,81 +214,6 @@ def end_distributed() -> None:
     """Tear down the process group of a multi-process run, once the job's last collective has run."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-@dataclass
-class RunDirectory:
-    """A run's output_dir while the run owns it (see `run_directory`)."""
-
-    cfg: TrainConfig
-    accelerator: Accelerator
-    stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
-    pid: int = field(default_factory=os.getpid)  # the run's process (a forked worker inherits the handler below)
-
-    @property
-    def path(self) -> Path:
-        """The run directory."""
-        return Path(self.cfg.output_dir)
-
-    def on_signal(self, signum: int, frame) -> None:
-        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first).
-
-        A process forked from the run (a tokenising or data worker) inherits this handler; there the signal
-        does what it does by default, end the process, so a pool that terminates its workers is not kept waiting.
-        """
-        if os.getpid() != self.pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self.stop_signal = signal.Signals(signum).name
-
-    @contextlib.contextmanager
-    def writing(self, what: Path) -> Iterator[None]:
-        """Turn a failed write of the run's results (a full disk, ...) into one line naming what is intact."""
-        try:
-            yield
-        except Exception as err:  # noqa: BLE001  (a full disk shows as OSError, SafetensorError or RuntimeError)
-            raise write_failed(what, err, self.path) from err
-
-
-@contextlib.contextmanager
-def run_directory(cfg: TrainConfig, accelerator: Accelerator, outputs: tuple[str, ...] = ()) -> Iterator[RunDirectory]:
-    """Own cfg.output_dir for the block: the whole job, from before it loads anything to its last write.
-
-    The main process creates the directory and takes its lock (a second run refuses at once; the lock
-    goes on every exit path). A fresh run (no train.resume) refuses a directory holding another run, its
-    checkpoints or the job's `outputs`, unless train.overwrite, which first moves that run aside. A
-    directory created here is removed again if the job fails before writing into it. SIGTERM is noted
-    (see `RunDirectory.stop_signal`); one that came after training ends the job with `Stopped` all the same.
-    """
-    run = RunDirectory(cfg, accelerator)
-    main = accelerator.is_main_process
-    created = create_dirs(run.path) if main else []
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    try:
-        with lock_file(run.path / LOCK_FILE) if main else contextlib.nullcontext():
-            found = previous_run(run.path, outputs) if main and not cfg.resume else []
-            if found and not cfg.overwrite:
-                raise MiniMoEError(
-                    f"{run.path} holds another run ({', '.join(found)}): continue it with --train.resume, choose "
-                    f"another --train.output_dir, or pass --train.overwrite to move it aside to {run.path}.old-<time>"
-                )
-            if found:
-                move_aside(run.path)
-            previous = signal.signal(signal.SIGTERM, run.on_signal) if in_main_thread else None
-            try:
-                accelerator.wait_for_everyone()
-                yield run
-            finally:
-                if in_main_thread:
-                    signal.signal(signal.SIGTERM, previous)
-            if run.stop_signal:
-                raise Stopped(
-                    f"stopped by {run.stop_signal} after training: its last checkpoint is {latest_checkpoint(run.path)}"
-                )
-    except BaseException:
-        remove_if_empty(created)
-        raise
 
 
 class Trainer:
