@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without install
+sys.path.insert(0, str(ROOT / "benchmarks"))  # timing.py
+
+from timing import cpu_model  # noqa: E402
 
 MEMORY_TARGET = 1.25  # peak memory, large / small corpus
 SPEEDUP_TARGET = 1.6  # tokens/s, 2 workers / 1
@@ -211,7 +213,7 @@ def section(rows: list[dict], command: str, tokenizer: str, smoke: bool, load_be
         f"{'met' if (value <= target if name.startswith('peak') else value >= target) else 'MISSED'}"
         for name, value, target in checks
     ]
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     return "\n".join(
         [
             SECTION_BEGIN,
