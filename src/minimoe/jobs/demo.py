@@ -29,23 +29,22 @@ def study_config(cfg: DemoConfig) -> study.StudyConfig:
 
     The full demo takes ~24 minutes on 2 CPU cores from an empty cache; --quick is a ~5-minute smoke run.
     """
-    grid = study.StudyConfig(
+    size = (
+        dict(distill_steps=40, distill_sequences=1280, train_examples=1500, eval_examples=400, student_epochs=[1.0])
+        if cfg.quick
+        else dict(
+            distill_steps=400, distill_sequences=12800, train_examples=6000, eval_examples=2000, student_epochs=[2.0]
+        )
+    )
+    return study.StudyConfig(
         output_dir=cfg.output_dir,
         teachers=[TEACHER_NAME],
         sizes=["4L-192H"],
         experts=[4, 1],
         seeds=[1],
-        distill_steps=400,
-        distill_sequences=12800,
-        train_examples=6000,
-        eval_examples=2000,
-        student_epochs=2.0,
         kd_alpha=0.5,
+        **size,
     )
-    if cfg.quick:
-        grid.distill_steps, grid.distill_sequences = 40, 1280
-        grid.train_examples, grid.eval_examples, grid.student_epochs = 1500, 400, 1.0
-    return grid
 
 
 def run(cfg: DemoConfig) -> list[dict]:
