@@ -1,4 +1,4 @@
-"""Running a model for its outputs: eval mode for a block, and the one no-grad loop over batches."""
+"""Running a model for its outputs: eval mode for a block, and the one loop feeding it batches on its device."""
 
 from __future__ import annotations
 
@@ -22,9 +22,14 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def device_batches(
-    batches: Iterable[dict], device: torch.device, drop: tuple[str, ...] = ("labels",), desc: str | None = None
+    batches: Iterable[dict],
+    device: torch.device,
+    drop: tuple[str, ...] = ("labels",),
+    desc: str | None = None,
+    total: int | None = None,
 ) -> Iterator[dict]:
-    """Each batch's tensors on `device` (minus the `drop` keys) under no_grad; a progress bar when `desc` is given."""
-    with torch.no_grad():
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=None if desc else True):
-            yield {k: v.to(device) for k, v in batch.items() if k not in drop}
+    """Each batch's tensors on `device`, minus the `drop` keys (labels: a forward takes none); a progress bar when
+    `desc` is given (`total`: the count, for a generator). The caller runs the model under no_grad (a
+    generator's grad mode would leak into its loop)."""
+    for batch in tqdm(batches, desc=desc, total=total, unit="batch", disable=None if desc else True):
+        yield {k: v.to(device) for k, v in batch.items() if k not in drop}

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example, read_texts
 from minimoe.errors import MiniMoEError
 from minimoe.evaluation import load_classifier
 from minimoe.files import atomic_write_text
-from minimoe.inference import eval_mode
+from minimoe.inference import device_batches, eval_mode
 from minimoe.lengths import fit_max_length, token_limit
 
 
@@ -87,10 +86,10 @@ def predict(model, tokenizer, texts: list[tuple[str, ...]], batch_size: int, max
     collate, device = pad_collator(tokenizer), next(model.parameters()).device
     results: list = [None] * len(data)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    collated = (collate([data[i] for i in batch_ids]) for batch_ids in batches)
     with eval_mode(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for batch_ids in tqdm(batches, desc="predict", unit="batch", disable=None):
-            batch = collate([{k: v for k, v in data[i].items() if k != "labels"} for i in batch_ids])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()  # [B, C]
+        for batch_ids, batch in zip(batches, device_batches(collated, device, desc="predict", total=len(batches))):
+            logits = model(**batch).logits.float().cpu()  # [B, C]
             for i, row in zip(batch_ids, logits):
                 results[i] = row
     return results

@@ -13,7 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from accelerate import PartialState
@@ -30,7 +30,7 @@ from minimoe.modeling.moefy import ExpertInit
 from minimoe.recipe import dump_recipe
 from minimoe.report import markdown_table, plot_curve_panels, plot_score_vs_flops, read_metrics
 from minimoe.training.objectives import RelationSource
-from minimoe.training.trainer import TrainConfig
+from minimoe.training.trainer import Precision, TrainConfig
 
 GRID_AXES = ("student_lr", "student_batch_size", "student_epochs")  # the students' fine-tuning grid
 TEACHER_BATCH = 32  # sequences a teacher fine-tuning step, over all processes
@@ -76,7 +76,7 @@ class StudyConfig:
     """distillation steps between checkpoints"""
     cache_teacher: bool = True
     """run each teacher once over the corpus and reuse its Q/K/V (float16: ~4.6 KB a token at 768 wide)"""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Precision = "no"
     """every stage's precision: no (float32), or bf16 / fp16 autocast"""
     relation_heads: int = 32
     """MiniLMv2 relation heads (the largest divisor of both widths not above this)"""

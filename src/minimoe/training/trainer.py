@@ -44,13 +44,17 @@ BIAS_NAMES = ("bias", "b_in", "b_out")  # parameter names of bias vectors (b_in/
 RESUMABLE = {
     "train.resume",
     "train.force_resume",
+    "train.overwrite",
     "train.output_dir",
     "train.threads",
     "train.num_workers",
     "train.log_every",
+    "train.save_every",
+    "train.keep_checkpoints",
     "corpus_workers",
 }
-RESUMABLE |= {"train.save_every", "train.keep_checkpoints", "train.overwrite"}
+Precision = Literal["no", "bf16", "fp16"]
+"""Precision of the forward passes: no (float32), or bf16 / fp16 autocast with float32 weights."""
 
 
 @dataclass
@@ -79,7 +83,7 @@ class TrainConfig:
     """optimizer steps; > 0 overrides epochs"""
     grad_clip: float = 5.0
     """max gradient norm; 0 = no clipping"""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Precision = "no"
     """precision of the forward passes: no (float32), or bf16 / fp16 autocast with float32 weights"""
     log_every: int = 10
     """optimizer steps between logged training metrics"""
