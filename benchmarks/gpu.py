@@ -123,8 +123,8 @@ def measure_pair(teacher, teacher_name: str, student_name: str, shape: tuple[int
     """Teacher forward and full distillation step of one teacher/student pair at p["batch"] x p["seq"]."""
     from minimoe.distill.losses import choose_relation_heads
     from minimoe.flops import distillation_flops, teacher_qkv_flops
-    from minimoe.jobs.distill import StudentConfig, student_config
     from minimoe.modeling import init_student
+    from minimoe.training.distillation import StudentConfig, student_config
     from minimoe.training.objectives import RelationDistillation
     from minimoe.training.trainer import make_optimizer
 

@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from minimoe.cli import main
-from minimoe.jobs import distill as distill_job
 from minimoe.modeling import MiniMoEConfig, MiniMoEForSequenceClassification
 from minimoe.saving import save_model
+from minimoe.training import distillation as distill_job
 from minimoe.training.run_dir import checkpoints
 
 from .conftest import cli_signalled, same_run
@@ -606,7 +606,7 @@ def test_two_restarts_racing_for_the_same_stale_lock_one_wins(tiny_teacher_dir, 
     [
         ("finetune", "minimoe.training.trainer:Trainer.run_eval", 2),  # the final evaluation (the 1st ends epoch 1)
         ("finetune", "accelerate:Accelerator.save_state", 1),  # the final checkpoint (save_every 0: the only one)
-        ("distill", "minimoe.jobs.distill:save_model", 1),  # the model, after training
+        ("distill", "minimoe.training.distillation:save_model", 1),  # the model, after training
     ],
 )
 def test_sigterm_at_the_end_exits_143_and_resumes_to_the_same_run(

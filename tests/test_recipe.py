@@ -7,22 +7,22 @@ from pathlib import Path
 import pytest
 
 from minimoe.errors import MiniMoEError
-from minimoe.jobs.distill import DistillConfig
-from minimoe.jobs.finetune import FinetuneConfig
-from minimoe.jobs.study import StudyConfig, parse_variants
 from minimoe.recipe import add_flags, dump_recipe, load_recipe, recipe_from_args
+from minimoe.studies.config import StudyConfig, check
+from minimoe.training.distillation import DistillConfig
+from minimoe.training.finetuning import FinetuneConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "src" / "minimoe" / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_recipes_load(path):
-    if path.name.startswith("study"):
+    if path.name.startswith(("study", "demo")):
         config = load_recipe(StudyConfig, path)
-        assert config.output_dir == f"runs/{path.stem}"
+        assert config.output_dir == f"runs/{path.stem}" or path.stem.startswith("demo")
         # The capacity regimes need a seed spread; the paper's experiment runs each student once, as the paper did.
-        assert len(config.seeds) >= 3 or path.stem == "study-paper-bert-base"
-        parse_variants(config)  # the ablation variants are well formed
+        assert len(config.seeds) >= 3 or path.stem in ("study-paper-bert-base", "demo", "demo-quick")
+        check(config)  # no section field the grid owns, and the variants are well formed
         return
     cls = FinetuneConfig if path.name.startswith("finetune") else DistillConfig
     config = load_recipe(cls, path)

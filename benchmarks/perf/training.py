@@ -92,8 +92,8 @@ def bench_training(p: Preset) -> dict:
     from minimoe.assets.fetch import fetch_teacher
     from minimoe.distill.losses import choose_relation_heads
     from minimoe.distill.teachers import Teacher, load_teacher
-    from minimoe.jobs.distill import StudentConfig, student_config
     from minimoe.modeling import init_student
+    from minimoe.training.distillation import StudentConfig, student_config
     from minimoe.training.objectives import RelationDistillation
     from minimoe.training.teacher_cache import packed_qkv
     from minimoe.training.trainer import make_optimizer

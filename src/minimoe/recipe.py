@@ -30,6 +30,8 @@ def _field_type(tp) -> tuple[type, str | None, tuple | None]:
     """(scalar type argparse parses, nargs, choices): list[str] -> (str, "+", None), Literal["a", "b"] -> (str, None,
     ("a", "b")), Optional[T] -> T."""
     origin = typing.get_origin(tp)
+    if origin is dict:
+        return yaml_mapping, None, None
     if origin in (list, tuple):
         return typing.get_args(tp)[0], "+", None
     if origin in (typing.Union, types.UnionType):
@@ -38,6 +40,18 @@ def _field_type(tp) -> tuple[type, str | None, tuple | None]:
         choices = typing.get_args(tp)
         return type(choices[0]), None, choices
     return tp, None, None
+
+
+def yaml_mapping(value) -> dict:
+    """A mapping field's value: as YAML gives it, or a flag's YAML text (`--variants '{a: {x.y: 0}}'`)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(value) from None
+    if not isinstance(value, dict):
+        raise ValueError(value)
+    return value
 
 
 @functools.cache
@@ -75,7 +89,9 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
         help="a recipe YAML (a path, or the name of a recipe shipped with minimoe); flags override its values",
     )
     parser.add_argument("--print_config", action="store_true", help="print the effective recipe as YAML and exit")
+    docs = getattr(cls, "FLAG_HELP", {})  # a config that gives a section's field another meaning says so here
     for name, tp, default, doc in _walk(cls()):
+        doc = docs.get(name, doc)
         scalar, nargs, choices = _field_type(tp)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         help_text = f"{doc} (default: {shown!s})" if doc else f"(default: {shown!s})"
@@ -84,6 +100,8 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             metavar = "{" + ",".join(map(str, choices)) + "}" if choices else name.split(".")[-1].upper()
+            if scalar is yaml_mapping:  # the text goes through the recipe loader, which names a bad one
+                scalar, metavar = str, "YAML"
             parser.add_argument(f"--{name}", type=scalar, nargs=nargs, default=None, help=help_text, metavar=metavar)
 
 
@@ -97,9 +115,8 @@ def _convert(scalar, nargs, choices, key: str, value, source: str):
             raise ValueError
         return scalar(value) if value is not None else None
     except (TypeError, ValueError):
-        raise MiniMoEError(
-            f"{source}: field {key} must be {getattr(scalar, '__name__', scalar)}, got {value!r}"
-        ) from None
+        what = "a mapping" if scalar is yaml_mapping else getattr(scalar, "__name__", scalar)
+        raise MiniMoEError(f"{source}: field {key} must be {what}, got {value!r}") from None
 
 
 def _build(base, values: dict, source: str):
@@ -151,12 +168,26 @@ def load_recipe(cls, path: str | Path | None = None, overrides: dict | None = No
         if not isinstance(values, dict):
             raise MiniMoEError(f"recipe {path} must hold a mapping of fields")
     for dotted, value in (overrides or {}).items():
-        node = values
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        _set_dotted(values, dotted, value)
     return _build(cls(), values, str(path) if path else "flags")
+
+
+def _set_dotted(values: dict, dotted: str, value) -> None:
+    """values["a"]["b"] = value for dotted "a.b", making the mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        values = values.setdefault(p, {})
+        if not isinstance(values, dict):
+            raise MiniMoEError(f"{dotted}: {p} is a field, not a section")
+    values[leaf] = value
+
+
+def apply_overrides(config, overrides: dict, source: str):
+    """`config` with dotted `overrides` ({"distill.student.router_noise": 0}) applied and checked as a recipe is."""
+    values: dict = {}
+    for dotted, value in overrides.items():
+        _set_dotted(values, str(dotted), value)
+    return _build(config, values, source)
 
 
 def recipe_from_args(cls, args: argparse.Namespace):

@@ -185,8 +185,8 @@ def test_relation_head_is_initialised_as_in_the_release():
 
 def test_relation_dropout_is_optional_and_only_in_training(tiny_teacher_dir):
     from minimoe.distill.teachers import load_teacher
-    from minimoe.jobs.distill import DistillConfig, StudentConfig, student_config
     from minimoe.modeling import init_student
+    from minimoe.training.distillation import DistillConfig, StudentConfig, student_config
     from minimoe.training.objectives import RelationDistillation
 
     assert DistillConfig().relation_dropout == 0.0  # the paper does not drop relations; the release does

@@ -8,8 +8,8 @@ from transformers import AutoTokenizer
 
 from minimoe.distill.losses import relation_kl
 from minimoe.distill.teachers import check_tokenizer, load_teacher
-from minimoe.jobs.distill import DistillConfig, StudentConfig
-from minimoe.jobs.distill import run as run_distill
+from minimoe.training.distillation import DistillConfig, StudentConfig
+from minimoe.training.distillation import run_distillation as run_distill
 from minimoe.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration

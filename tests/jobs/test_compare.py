@@ -16,7 +16,7 @@ def write_study(directory, cells):
         | {"average diffs": "", "distill KL diff": -0.002, "seeds": 3}
         for variant, diff, sd in cells
     ]
-    (directory / "study.json").write_text(json.dumps({"paired": paired}))
+    (directory / "study.json").write_text(json.dumps({"config": {}, "rows": [], "paired": paired}))
     return directory
 
 

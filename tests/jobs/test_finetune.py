@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from minimoe.cli import main
 from minimoe.data.tasks import get_task
-from minimoe.jobs.finetune import load_task_model
+from minimoe.training.finetuning import load_task_model
 from minimoe.training.run_dir import checkpoints
 
 from ..conftest import cli_signalled, same_run

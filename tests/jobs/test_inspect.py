@@ -6,10 +6,10 @@ import pytest
 
 from minimoe.cli import main
 from minimoe.distill.teachers import load_teacher
-from minimoe.jobs.distill import DistillConfig, StudentConfig, student_config
 from minimoe.modeling import init_student
 from minimoe.recipe import dump_recipe
 from minimoe.saving import save_model
+from minimoe.training.distillation import DistillConfig, StudentConfig, student_config
 from minimoe.training.trainer import TrainConfig
 
 

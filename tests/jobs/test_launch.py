@@ -141,10 +141,12 @@ def test_the_paper_study_recipe_splits_its_global_batches_over_two_processes(
         (glue / split).write_text((task_dir / split).read_text())
     out = tmp_path / "study"
     args = ["study", "--config", "study-paper-bert-base", "--output_dir", out, "--teachers", tiny_teacher_dir]
-    args += ["--corpus", tiny_corpus, "--data_root", glue.parent, "--tasks", "sst2", "--sizes", "1L-32H"]
-    args += ["--max_length", "24", "--relation_heads", "2", "--distill_epochs", "1", "--distill_batch_size", "8"]
-    args += ["--distill_grad_accum", "2", "--student_batch_size", "8", "--student_lr", "1e-4", "--student_epochs", "1"]
-    args += ["--teacher_epochs", "1", "--no-measure_latency"]
+    args += ["--distill.corpus", tiny_corpus, "--data_root", glue.parent, "--tasks", "sst2", "--sizes", "1L-32H"]
+    for section in ("distill", "finetune", "teacher_finetune"):
+        args += [f"--{section}.max_length", "24"]
+    args += ["--distill.relation_heads", "2", "--distill.train.epochs", "1", "--distill.train.batch_size", "8"]
+    args += ["--distill.train.grad_accum", "2", "--finetune_grid.batch_size", "8", "--finetune_grid.lr", "1e-4"]
+    args += ["--finetune_grid.epochs", "1", "--teacher_finetune.train.epochs", "1", "--no-measure_latency"]
     run = launch(*args)
     assert run.returncode == 0, run.stderr[-3000:]
     distill = yaml.safe_load((out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill" / "recipe.yaml").read_text())

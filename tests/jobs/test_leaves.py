@@ -6,9 +6,6 @@ from pathlib import Path
 import minimoe
 
 PACKAGE = Path(minimoe.__file__).parent
-# The study grid still runs the distill and finetune jobs, and the demo runs the study: both move onto library
-# functions with the study's config rework (issue 23), after which this list is empty.
-PENDING = {("study", "distill"), ("study", "finetune"), ("demo", "study")}
 
 
 def module_name(path: Path) -> str:
@@ -50,7 +47,7 @@ def test_no_job_imports_another_job():
         for target in targets
         if target.startswith("minimoe.jobs.")
     }
-    assert edges <= PENDING, sorted(edges - PENDING)
+    assert not edges, sorted(edges)
 
 
 def test_no_import_cycles_between_modules():

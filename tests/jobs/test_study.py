@@ -3,6 +3,7 @@ what `minimoe evaluate` gives the stage's best model, and a killed study reruns 
 uninterrupted one."""
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -14,160 +15,36 @@ import torch
 import yaml
 
 from minimoe.cli import main
-from minimoe.errors import MiniMoEError, RecipeChanged, Stopped
+from minimoe.errors import MiniMoEError
 from minimoe.jobs.evaluate import EvaluateConfig
 from minimoe.jobs.evaluate import run as run_evaluate
-from minimoe.jobs.study import (
-    Study,
-    StudyConfig,
-    ablation_differences,
-    final_train_loss,
-    kl_at_marks,
-    paired_differences,
-    parse_size,
-    parse_variants,
-    run_tag,
-)
 from minimoe.jobs.study import run as run_study
+from minimoe.recipe import load_recipe
 from minimoe.report import read_metrics
+from minimoe.studies.config import StudyConfig
 from minimoe.training.run_dir import checkpoints
 
 from ..conftest import cli_signalled
 
 
-def test_parse_size():
-    assert parse_size("4L-192H") == (4, 192)
-    with pytest.raises(MiniMoEError, match="4L-192H"):
-        parse_size("big")
-
-
-def test_variants_name_only_the_knobs_that_matter_to_each_student():
-    cfg = StudyConfig(variants=["nonoise:router_noise=0", "own-qkv:relation_source=last_layer,balance_coef=0.1"])
-    (base_name, base), (noise_name, noise), (_, own) = parse_variants(cfg)
-    assert base_name == "" and noise_name == "nonoise" and noise["router_noise"] == 0.0
-    assert run_tag(base, 4) == run_tag(base, 1) == ""  # the paper's settings keep the old run directories
-    assert run_tag(noise, 4) == "-noise0.0" and run_tag(noise, 1) == ""  # dense students share the base run
-    assert run_tag(own, 4) == "-bal0.1-rellast_layer" and run_tag(own, 1) == "-rellast_layer"
-
-
-def test_paired_differences_are_per_seed():
-    def kind(experts, scores):
-        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2, "train loss": v / 100} for s, v in scores.items()}
-        return {"teacher": "t", "variant": "", "size": "1L-32H", "experts": experts, "per_seed": per_seed}
-
-    (row,) = paired_differences([kind(1, {1: 60.0, 2: 70.0, 3: 65.0}), kind(4, {1: 61.0, 2: 73.0})], ["a"])
-    assert row["average diff"] == 2.0 and row["average diff sd"] == pytest.approx(1.41421, rel=1e-4)
-    assert row["seeds"] == 2 and row["average diffs"] == "+1.00 +3.00" and row["distill KL diff"] == 0.0
-    assert row["train loss diff"] == pytest.approx(0.02)
-
-
-def test_ablations_are_against_the_base_student_with_the_same_experts():
-    def kind(variant, tag, experts, scores):
-        per_seed = {s: {"a": v, "average": v, "distill KL": 0.2, "train loss": 0.4} for s, v in scores.items()}
-        return {"teacher": "t", "variant": variant, "size": "1L-32H", "experts": experts, "tag": tag} | {
-            "per_seed": per_seed
-        }
-
-    runs = [
-        kind("", "", 1, {1: 60.0, 2: 70.0}),
-        kind("", "", 4, {1: 62.0, 2: 71.0}),
-        kind("nonoise", "", 1, {1: 60.0, 2: 70.0}),  # the base dense student, shared: no row
-        kind("nonoise", "-noise0.0", 4, {1: 63.0, 2: 74.0}),
-        kind("own", "-rellast_layer", 1, {1: 59.0, 2: 69.0}),
-    ]
-    nonoise, own = ablation_differences(runs, ["a"])
-    assert (nonoise["variant"], nonoise["student"], own["variant"], own["student"]) == (
-        "nonoise",
-        "E=4",
-        "own",
-        "dense",
-    )
-    assert nonoise["average diff"] == 2.0 and nonoise["average diffs"] == "+1.00 +3.00" and own["a diff"] == -1.0
-    assert own["average diff sd"] == 0.0 and own["distill KL diff"] == 0.0 and own["seeds"] == 2
-
-
-def test_kl_at_marks_averages_a_window_before_each_mark_then_the_seeds():
-    steps = list(range(10, 1510, 10))  # logged every 10 steps, as the trainer does
-    low, high = [(s, 0.1) for s in steps], [(s, 0.3 if s % 250 else 9.0) for s in steps]  # a spike at each mark
-    marks = kl_at_marks([low, high], 1500)
-    assert list(marks) == [250, 500, 750, 1000, 1250, 1500]
-    assert marks[250] == pytest.approx((0.1 + (0.3 * 9 + 9.0) / 10) / 2)  # 10 logged values in (150, 250]
-    assert list(kl_at_marks([[(1, 0.5), (2, 0.4)]], 2)) == [1, 2]  # fewer steps than marks: one per step
-    assert kl_at_marks([[]], 60)[60] != kl_at_marks([[]], 60)[60]  # nothing logged: nan
-    short = kl_at_marks([[(s, s / 100) for s in (10, 20, 30, 40)]], 40)  # the quick demo: 40 steps, 4 logged
-    assert short == pytest.approx({10: 0.1, 20: 0.2, 30: 0.3, 40: 0.4})  # a mark per logged step, none empty
-    assert all(v == v for v in kl_at_marks([[(s, 0.2) for s in range(10, 110, 10)]], 100).values())  # no nan
-
-
-def test_final_train_loss_is_the_mean_task_loss_of_the_last_tenth(tmp_path):
-    records = [{"step": i, "train/loss": 9.0, "train/task_loss": float(i)} for i in range(1, 21)]
-    records.insert(5, {"step": 5, "eval/accuracy": 0.5})  # eval records carry no training loss
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert final_train_loss(tmp_path) == 19.5  # the last 2 of 20 logged losses, not train/loss
-    assert final_train_loss(tmp_path / "absent") != final_train_loss(tmp_path / "absent")  # nan
-
-
-def test_a_half_done_stage_from_another_recipe_names_the_stage_not_a_trainer_flag(tmp_path, capsys):
-    def stage():
-        raise RecipeChanged("cannot resume ...; pass --train.force_resume", "train.lr: 0.001 -> 0.002")
-
-    study = Study(StudyConfig(output_dir=str(tmp_path)))
-    name = study.stages[0]
-    with pytest.raises(MiniMoEError, match=f"{name} was started under another recipe") as err:
-        study.stage(name, "fine-tune the teacher", "results.json", stage)
-    assert "train.lr: 0.001 -> 0.002" in str(err.value) and "force_resume" not in str(err.value)
-    assert f"== stage 1/{len(study.stages)}: fine-tune the teacher (elapsed " in capsys.readouterr().out
-    (tmp_path / name).mkdir(parents=True)
-    (tmp_path / name / "results.json").write_text('{"score": 1}')
-    assert study.stage(name, "x", "results.json", stage) == {"score": 1}  # a finished stage is not rerun
-    assert "(done, kept)" in capsys.readouterr().out
-
-
-def test_a_stopped_stage_tells_to_rerun_the_study_not_a_trainer_flag(tmp_path):
-    def stage():
-        raise Stopped("stopped by SIGTERM at step 7: checkpoint saved in ckpt/step-7")
-
-    study = Study(StudyConfig(output_dir=str(tmp_path)))
-    with pytest.raises(Stopped) as err:
-        study.stage(study.stages[0], "x", "results.json", stage)
-    message = str(err.value)
-    assert "step 7" in message and "rerun the same command" in message and "--train" not in message
-
-
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        ({"sizes": ["4L-192H", "big"]}, "big"),
-        ({"relation_heads": 0}, "relation_heads"),
-        ({"variants": ["x:noise=0"]}, "KNOB"),
-        ({"variants": ["x:router_noise=lots"]}, "float"),
-        ({"variants": ["x:expert_init=copy"]}, "expert_init"),
-        ({"variants": [":router_noise=0.2"]}, "name"),
-    ],
-)
-def test_bad_grid_settings_fail_before_any_stage(tmp_path, bad, message):
-    with pytest.raises(MiniMoEError, match=message):
-        run_study(StudyConfig(output_dir=str(tmp_path / "study"), **bad))
-    assert not (tmp_path / "study").exists()
-
-
 def tiny_study(tmp_path, teacher_dir, corpus, **fields) -> StudyConfig:
-    """A 1L-32H dense vs E=4 grid on the tiny teacher, 3 distillation steps; tasks under tmp_path/data."""
-    base = dict(
-        output_dir=str(tmp_path / "study"),
-        teachers=[str(teacher_dir)],
-        sizes=["1L-32H"],
-        experts=[1, 4],
-        data_root=str(tmp_path / "data"),
-        corpus=[str(corpus)],
-        max_length=24,
-        distill_steps=3,
-        distill_sequences=24,
-        train_examples=0,
-        eval_examples=0,
-        relation_heads=2,
-    )
-    return StudyConfig(**(base | fields))
+    """A 1L-32H dense vs E=4 grid on the tiny teacher, 3 distillation steps; tasks under tmp_path/data. `fields` are
+    dotted overrides, as the CLI's flags."""
+    base = {
+        "output_dir": str(tmp_path / "study"),
+        "teachers": [str(teacher_dir)],
+        "sizes": ["1L-32H"],
+        "experts": [1, 4],
+        "data_root": str(tmp_path / "data"),
+        "distill.corpus": [str(corpus)],
+        "distill.max_length": 24,
+        "distill.max_sequences": 24,
+        "distill.relation_heads": 2,
+        "distill.train.max_steps": 3,
+    }
+    for section in ("finetune", "teacher_finetune"):
+        base |= {f"{section}.max_length": 24, f"{section}.max_train_examples": 0, f"{section}.max_eval_examples": 0}
+    return load_recipe(StudyConfig, None, base | fields)
 
 
 @pytest.mark.slow
@@ -185,17 +62,16 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
         tiny_corpus,
         seeds=[1, 2],
         tasks=["sst2"],
-        student_epochs=1,
-        teacher_epochs=1,
-        kd_alpha=0.5,
         measure_latency=True,
-        variants=["nonoise:router_noise=0"],
+        variants={"nonoise": {"distill.student.router_noise": 0}},
+        **{"finetune.train.epochs": 1, "teacher_finetune.train.epochs": 1, "finetune.kd_alpha": 0.5},
     )
     rows = run_study(cfg)
     headings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("== stage ")]
     assert len(headings) == 13 and headings[0].startswith("== stage 1/13: fine-tune ")  # 1 + 4 x 2 + 2 x 2 stages
     assert "stage 2/13: distil 1L-32H dense, seed 1 (elapsed " in headings[1] and "ETA" in headings[1]
-    assert "stage 13/13: fine-tune " in headings[-1] and "-noise0.0-s2 on sst2" in headings[-1]
+    assert "stage 13/13: fine-tune " in headings[-1] and "-nonoise-s2 on sst2" in headings[-1]
+    assert "stage 10/13: distil 1L-32H MiniMoE E=4 [nonoise], seed 1 (" in headings[9]
     models = ["teacher", "1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
     assert [r["model"] for r in rows] == models  # the variant's dense student is the base one, run once
     assert rows[0]["% of teacher"] == 100 and all(r["seeds"] == 2 for r in rows[1:])
@@ -225,7 +101,7 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     assert ablation["average diff"] == pytest.approx(sum(diffs) / 2)
     kl = [r["student"] for r in report["relation_kl"]]  # the dense student the variant shares shows once
     assert kl == ["1L-32H dense", "1L-32H MiniMoE E=4", "1L-32H MiniMoE E=4 [nonoise]"]
-    assert (out / tiny_teacher_dir.name / "1L-32H-E4-noise0.0-s1" / "distill" / "inspect.json").is_file()
+    assert (out / tiny_teacher_dir.name / "1L-32H-E4-nonoise-s1" / "distill" / "inspect.json").is_file()
     summary = out / tiny_teacher_dir.name / "1L-32H-E4-s2" / "distill" / "summary.json"
     assert json.loads(summary.read_text())["relation_heads"] == 2
     stamp = summary.stat().st_mtime_ns
@@ -234,6 +110,12 @@ def test_tiny_grid_runs_and_resumes(tiny_teacher_dir, tiny_corpus, tmp_path, mon
     assert kept == {f"stage {i}/13" for i in range(1, 14)}
     assert summary.stat().st_mtime_ns == stamp
     assert json.loads((out / "study.json").read_text())["rows"] == json.loads(json.dumps(again))
+    assert [r["ms @32x128"] for r in again] == [r["ms @32x128"] for r in rows]  # kept in latency.json: same report
+    key = json.loads((out / "latency.json").read_text())["key"]
+    weights = next((out / tiny_teacher_dir.name / "1L-32H-E1-s2" / "finetune-sst2" / "best").glob("*.safetensors"))
+    os.utime(weights, ns=(stamp, stamp + 1))  # a model changed: its latency is stale, every model is timed again
+    run_study(cfg)
+    assert json.loads((out / "latency.json").read_text())["key"] != key
 
 
 def sts_task(directory, seed: int) -> None:
@@ -263,11 +145,12 @@ def test_every_stage_score_is_what_evaluate_gives_its_best_model(tiny_teacher_di
         tiny_corpus,
         seeds=[1],
         tasks=["stsb"],
-        student_epochs=8,
-        student_lr=1e-2,
-        teacher_epochs=8,
-        teacher_lr=1e-2,
         measure_latency=False,
+        **{
+            f"{section}.train.{k}": v
+            for section in ("finetune", "teacher_finetune")
+            for k, v in (("epochs", 8), ("lr", 1e-2))
+        },
     )
     rows = run_study(cfg)
     stages = tmp_path / "study" / tiny_teacher_dir.name
@@ -289,18 +172,26 @@ def test_the_paper_recipe_prints_as_shipped(capsys):
 
     assert main(["study", "--config", "study-paper-bert-base", "--print_config"]) == 0
     recipe = yaml.safe_load(capsys.readouterr().out)
-    assert recipe["teachers"] == ["bert-base-uncased"] and recipe["corpus"] == ["hf:wikimedia/wikipedia:20231101.en"]
+    distill, finetune = recipe["distill"], recipe["finetune"]
+    assert recipe["teachers"] == ["bert-base-uncased"] and distill["corpus"] == ["hf:wikimedia/wikipedia:20231101.en"]
     assert (recipe["sizes"], recipe["experts"], recipe["data_root"]) == (["3L-384H"], [1, 4], "hub")
-    assert (recipe["distill_epochs"], recipe["distill_batch_size"], recipe["distill_lr"]) == (5, 1024, 3e-4)
-    assert (recipe["distill_warmup"], recipe["mixed_precision"], recipe["cache_teacher"]) == (0.01, "bf16", False)
-    assert len(recipe["tasks"]) == 8 and len(recipe["student_lr"]) * len(recipe["student_batch_size"]) > 1
+    assert (distill["train"]["epochs"], distill["train"]["batch_size"], distill["train"]["lr"]) == (5, 1024, 3e-4)
+    assert (distill["train"]["warmup_ratio"], distill["train"]["mixed_precision"], distill["cache_teacher"]) == (
+        0.01,
+        "bf16",
+        False,
+    )
+    sections = (distill, finetune, recipe["teacher_finetune"])
+    assert all(s["train"]["adam_epsilon"] == 1e-6 for s in sections)  # the authors' transformers.AdamW default
+    assert (
+        len(recipe["tasks"]) == 8
+        and len(recipe["finetune_grid"]["lr"]) * len(recipe["finetune_grid"]["batch_size"]) > 1
+    )
 
 
 def test_a_batch_the_processes_cannot_split_fails_before_any_stage(tmp_path):
     with pytest.raises(MiniMoEError, match="not 3 accumulated micro-batches"):
-        run_study(StudyConfig(output_dir=str(tmp_path / "s"), distill_batch_size=32, distill_grad_accum=3))
-    with pytest.raises(MiniMoEError, match="student_lr needs at least one value"):
-        run_study(StudyConfig(output_dir=str(tmp_path / "s"), student_lr=[]))
+        run_study(load_recipe(StudyConfig, None, {"output_dir": str(tmp_path / "s"), "distill.train.grad_accum": 3}))
     assert not (tmp_path / "s").exists()
 
 
@@ -316,7 +207,7 @@ def test_the_paper_recipe_dry_runs_on_local_stand_ins(tiny_teacher_dir, tiny_cor
     out = tmp_path / "study"
     args = ["study", "--config", "study-paper-bert-base", "--output_dir", str(out), "--teachers", str(tiny_teacher_dir)]
     args += [
-        "--corpus",
+        "--distill.corpus",
         str(tiny_corpus),
         "--data_root",
         str(tmp_path / "glue"),
@@ -325,9 +216,12 @@ def test_the_paper_recipe_dry_runs_on_local_stand_ins(tiny_teacher_dir, tiny_cor
         "--sizes",
         "1L-32H",
     ]
-    args += ["--max_length", "24", "--relation_heads", "2", "--distill_epochs", "2", "--distill_batch_size", "8"]
-    args += ["--distill_grad_accum", "2", "--distill_save_every", "2", "--student_lr", "1e-4", "5e-5"]
-    args += ["--student_batch_size", "8", "--student_epochs", "1", "--teacher_epochs", "1", "--no-measure_latency"]
+    for section in ("distill", "finetune", "teacher_finetune"):
+        args += [f"--{section}.max_length", "24"]
+    args += ["--distill.relation_heads", "2", "--distill.train.epochs", "2", "--distill.train.batch_size", "8"]
+    args += ["--distill.train.grad_accum", "2", "--distill.train.save_every", "2", "--finetune_grid.lr", "1e-4", "5e-5"]
+    args += ["--finetune_grid.batch_size", "8", "--finetune_grid.epochs", "1", "--teacher_finetune.train.epochs", "1"]
+    args += ["--no-measure_latency"]
     run = subprocess.run([sys.executable, "-m", "minimoe", *args], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     distill = out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill"
@@ -367,14 +261,18 @@ def test_a_killed_study_reruns_to_the_same_results(
     for split in ("train", "dev"):
         (task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     grid = ["study", "--teachers", tiny_teacher_dir, "--sizes", "1L-32H", "--experts", "4", "--seeds", "1"]
-    grid += ["--tasks", "sst2", "--data_root", tmp_path / "data", "--corpus", tiny_corpus, "--max_length", "24"]
-    grid += ["--distill_steps", "3", "--distill_sequences", "24", "--train_examples", "0", "--eval_examples", "0"]
-    grid += ["--student_epochs", "1", "--teacher_epochs", "1", "--kd_alpha", "0.5", "--relation_heads", "2"]
-    grid = [*map(str, grid), "--no-measure_latency"]
+    grid += ["--tasks", "sst2", "--data_root", tmp_path / "data", "--distill.corpus", tiny_corpus]
+    grid += ["--distill.train.max_steps", "3", "--distill.max_sequences", "24", "--distill.relation_heads", "2"]
+    for section in ("distill", "finetune", "teacher_finetune"):
+        grid += [f"--{section}.max_length", "24"]
+    for section in ("finetune", "teacher_finetune"):
+        grid += [f"--{section}.max_train_examples", "0", f"--{section}.max_eval_examples", "0"]
+        grid += [f"--{section}.train.epochs", "1"]
+    grid = [*map(str, grid), "--finetune.kd_alpha", "0.5", "--no-measure_latency"]
     assert main([*grid, "--output_dir", str(tmp_path / "straight")]) == 0
     out = tmp_path / "study"
     # killed (SIGKILL) as the student's distillation saves the student: its final checkpoint is written, the model not
-    run = cli_signalled("SIGKILL", "minimoe.jobs.distill:save_model", 1, *grid, "--output_dir", out)
+    run = cli_signalled("SIGKILL", "minimoe.training.distillation:save_model", 1, *grid, "--output_dir", out)
     assert run.returncode == -signal.SIGKILL
     stage = out / tiny_teacher_dir.name / "1L-32H-E4-s1" / "distill"
     assert checkpoints(stage) and not (stage / "student").exists() and not (stage / "summary.json").exists()

@@ -16,11 +16,11 @@ from minimoe.data.encode import encode_task, pad_collator
 from minimoe.data.tasks import Example, get_task, load_task
 from minimoe.distill.teachers import Teacher, load_teacher
 from minimoe.errors import MiniMoEError
-from minimoe.jobs.distill import DistillConfig, StudentConfig
-from minimoe.jobs.distill import run as run_distill
-from minimoe.jobs.finetune import FinetuneConfig
-from minimoe.jobs.finetune import run as run_finetune
 from minimoe.training import teacher_cache
+from minimoe.training.distillation import DistillConfig, StudentConfig
+from minimoe.training.distillation import run_distillation as run_distill
+from minimoe.training.finetuning import FinetuneConfig
+from minimoe.training.finetuning import run_finetuning as run_finetune
 from minimoe.training.objectives import TaskObjective
 from minimoe.training.teacher_cache import (
     CachedTeacherCorpus,

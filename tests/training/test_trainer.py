@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from minimoe.distill.teachers import load_teacher
 from minimoe.errors import MiniMoEError, Stopped
-from minimoe.jobs.distill import StudentConfig, student_config
 from minimoe.modeling import init_student
+from minimoe.training.distillation import StudentConfig, student_config
 from minimoe.training.objectives import RelationDistillation
 from minimoe.training.run_dir import checkpoints, latest_checkpoint, run_directory
 from minimoe.training.trainer import (

@@ -7,13 +7,13 @@ separate `minimoe study` grids can be judged together.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minimoe.errors import MiniMoEError
 from minimoe.files import atomic_write_text
 from minimoe.report import markdown_table, plot_paired_differences
+from minimoe.studies.results import StudyResults
 
 
 @dataclass
@@ -31,13 +31,6 @@ class CompareConfig:
 def paired_cells(spec: str) -> list[dict]:
     """The paired rows of one study, each named by study, size, pair and variant."""
     name, _, directory = spec.rpartition("=")
-    path = Path(directory) / "study.json"
-    if not path.is_file():
-        raise MiniMoEError(f"{path} not found: pass a `minimoe study` output directory")
-    try:
-        paired = json.loads(path.read_text())["paired"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise MiniMoEError(f"{path} is not a study report ({e}); rerun the study to rewrite it") from None
     name = name or Path(directory).name
     return [
         {
@@ -45,7 +38,7 @@ def paired_cells(spec: str) -> list[dict]:
             "cell": f"{p['size']} {p['pair']}" + ("" if p["variant"] == "base" else f" [{p['variant']}]"),
             **{k: p[k] for k in ("average diff", "average diff sd", "average diffs", "distill KL diff", "seeds")},
         }
-        for p in paired
+        for p in StudyResults.load(directory).paired
     ]
 
 
