@@ -105,7 +105,7 @@ class Study:
             self.teachers[teacher] = {task: self.add_teacher(teacher, task) for task in cfg.tasks}
             for variant, vcfg, overrides in variants(cfg):
                 for size, experts in itertools.product(cfg.sizes, cfg.experts):
-                    own = variant and (experts > 1 or not overrides <= MOE_ONLY)  # else the base student
+                    own = bool(variant) and (experts > 1 or not overrides <= MOE_ONLY)  # else the base student
                     self.students.append(self.add_student(teacher, variant, vcfg if own else cfg, size, experts, own))
         self.stages = list(self.plan)
         self.started, self.ran = time.monotonic(), 0
