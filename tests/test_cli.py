@@ -601,6 +601,23 @@ def test_two_restarts_racing_for_the_same_stale_lock_one_wins(tiny_teacher_dir, 
 
 
 @pytest.mark.slow
+def test_sigterm_before_training_stops_at_once_and_the_rerun_finishes(tiny_teacher_dir, tiny_corpus, tmp_path):
+    """A stop during a corpus or teacher-cache build (hours at paper scale) does not wait for the training loop."""
+    args = ["distill", "--teacher", tiny_teacher_dir, "--corpus", tiny_corpus, *DISTILL, "--train.max_steps", "2"]
+    args += ["--cache_teacher"]
+    out = tmp_path / "run"
+    run = cli_signalled(
+        "SIGTERM", "minimoe.training.distillation:build_teacher_cache", 1, *args, "--train.output_dir", out
+    )
+    assert run.returncode == 143, run.stderr[-2000:]
+    (stopped,) = [line for line in run.stderr.splitlines() if line.startswith("minimoe: stopped by SIGTERM")]
+    assert "outside the training loop: no checkpoint yet; rerun with --train.resume" in stopped
+    assert "Traceback" not in run.stderr and not (out / "run.lock").exists()
+    assert main([*map(str, args), "--train.output_dir", str(out), "--train.resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "job, target, nth",
     [

@@ -18,11 +18,13 @@ RESUME_HINT = "rerun with --train.resume to continue"
 RERUN_HINT = "rerun the same command to continue (finished stages are kept)"
 
 
-class Stopped(Exception):
-    """Training stopped on a signal (SIGTERM) after saving a checkpoint; the CLI exits with `exit_code`.
+class Stopped(BaseException):
+    """A run stopped on a signal (SIGTERM), resumable from its last checkpoint; the CLI exits with `exit_code`.
 
     143 (128 + SIGTERM) is what a process killed by SIGTERM reports, so schedulers and shell chains
-    still see an unfinished job, while the message says how to resume it.
+    still see an unfinished job, while the message says how to resume it. A BaseException, as KeyboardInterrupt:
+    it can surface inside any code (outside the training loop the signal handler raises it at once), and no
+    handler of errors (an unreadable checkpoint, a failed write) may mistake it for one.
     """
 
     exit_code = 143

@@ -31,5 +31,5 @@ def device_batches(
     """Each batch's tensors on `device`, minus the `drop` keys (labels: a forward takes none); a progress bar when
     `desc` is given (`total`: the count, for a generator). The caller runs the model under no_grad (a
     generator's grad mode would leak into its loop)."""
-    for batch in tqdm(batches, desc=desc, total=total, unit="batch", disable=None if desc else True):
+    for batch in tqdm(batches, desc=desc, total=total, unit="batch", disable=not desc):  # shown in a log file too
         yield {k: v.to(device) for k, v in batch.items() if k not in drop}

@@ -113,6 +113,7 @@ class RunDirectory:
     cfg: TrainConfig
     accelerator: Accelerator
     stop_signal: str | None = None  # the name of a stop signal received (SIGTERM), if any
+    training: bool = False  # inside the trainer's loop, which stops at its next step, checkpointed
     pid: int = field(default_factory=os.getpid)  # the run's process (a forked worker inherits the handler below)
 
     @property
@@ -121,7 +122,9 @@ class RunDirectory:
         return Path(self.cfg.output_dir)
 
     def on_signal(self, signum: int, frame) -> None:
-        """SIGTERM handler: ask the run to stop at the next safe point (the trainer checkpoints first).
+        """SIGTERM handler: in the trainer's loop, ask it to stop at the next step (it checkpoints first, every
+        process together); elsewhere in a one-process run (a corpus or teacher-cache build, the final save), stop
+        at once: those write atomically and resume, so an hour-long build does not hold a stop back.
 
         A process forked from the run (a tokenising or data worker) inherits this handler; there the signal
         does what it does by default, end the process, so a pool that terminates its workers is not kept waiting.
@@ -131,6 +134,16 @@ class RunDirectory:
             os.kill(os.getpid(), signum)
             return
         self.stop_signal = signal.Signals(signum).name
+        if not self.training and self.accelerator.num_processes == 1:
+            raise self.stopped_outside_training()
+
+    def stopped_outside_training(self) -> Stopped:
+        """The stop of a run signalled before or after its training loop, naming what a rerun resumes from."""
+        last = latest_checkpoint(self.path)
+        return Stopped(
+            f"stopped by {self.stop_signal} outside the training loop: "
+            + (f"its last checkpoint is {last}" if last else "no checkpoint yet")
+        )
 
     @contextlib.contextmanager
     def writing(self, what: Path) -> Iterator[None]:
@@ -173,9 +186,7 @@ def run_directory(cfg: TrainConfig, accelerator: Accelerator, outputs: tuple[str
                 if in_main_thread:
                     signal.signal(signal.SIGTERM, previous)
             if run.stop_signal:
-                raise Stopped(
-                    f"stopped by {run.stop_signal} after training: its last checkpoint is {latest_checkpoint(run.path)}"
-                )
+                raise run.stopped_outside_training()
     except BaseException:
         remove_if_empty(created)
         raise

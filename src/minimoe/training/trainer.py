@@ -482,6 +482,7 @@ class Trainer:
         resumed = self.maybe_resume()
         self.start_logs()
         try:
+            self.run.training = True  # a stop signal now waits for the next step's checkpoint
             with tqdm(
                 total=self.total_steps,
                 initial=self.step,
@@ -497,6 +498,7 @@ class Trainer:
             if self.stop_requested():
                 raise self.stopped()
         finally:
+            self.run.training = False
             for tracker in acc.trackers:  # flush TensorBoard; the process group stays up for the job
                 tracker.finish()
         return TrainResult(self.step, time.time() - start, {**self.last, **self.final}, self.best, resumed)
