@@ -30,7 +30,7 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: setup  # docs/performance.md, about 9 minutes
+bench: setup  # docs/performance.md, 8-18 minutes on 2 cores
 	$(BIN)/python benchmarks/run.py
 
 bench-layer: setup  # the single MoE layer vs dense check, under a minute

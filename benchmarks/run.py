@@ -1,6 +1,6 @@
 """minimoe performance suite: one command, every number the docs quote, taken in one run on this machine.
 
-    python benchmarks/run.py            # full suite, ~7-10 min on 2 CPU cores
+    python benchmarks/run.py            # full suite, 8-18 min on 2 CPU cores (CPU-dependent)
     python benchmarks/run.py --smoke    # tiny shapes, 1-2 repeats, cached MiniLM only (the test suite runs this)
 
 Writes benchmarks/results/perf.json, docs/img/perf_*.png and docs/performance.md (paths can be changed,
