@@ -156,7 +156,7 @@ def variants(cfg: StudyConfig) -> list[tuple[str, StudyConfig, set[str]]]:
             raise MiniMoEError(f"variant {name!r}: a name is letters, digits and _.+- (it names run directories)")
         if not isinstance(overrides, dict) or not overrides:
             raise MiniMoEError(
-                f"variant {name}: give a mapping of dotted fields to values, e.g. {{{next(iter(MOE_ONLY))}: 0}}"
+                f"variant {name}: give a mapping of dotted fields to values, e.g. {{distill.student.router_noise: 0}}"
             )
         for key in overrides:
             if not str(key).startswith(("distill.", "finetune.")):
