@@ -79,6 +79,11 @@ def _walk(config, prefix=""):
             yield f"{prefix}{f.name}", hints[f.name], value, docs.get(f.name, "")
 
 
+def leaf_values(config) -> dict[str, object]:
+    """Every leaf field of a config instance, nested ones included, as {dotted name: value}."""
+    return {name: value for name, _, value, _ in _walk(config)}
+
+
 def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     """`--config`, `--print_config` and one `--dotted.name` flag per leaf field (help and default shown).
 

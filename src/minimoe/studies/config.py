@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from minimoe.errors import MiniMoEError
-from minimoe.recipe import apply_overrides
+from minimoe.recipe import apply_overrides, leaf_values
 from minimoe.training.distillation import DistillConfig
 from minimoe.training.finetuning import FinetuneConfig
 from minimoe.training.trainer import TrainConfig
@@ -127,22 +127,11 @@ def parse_size(size: str) -> tuple[int, int]:
         raise MiniMoEError(f"student size {size!r} must look like 4L-192H") from None
 
 
-def dotted_fields(config, prefix: str = "") -> dict[str, object]:
-    """Every leaf field of a (nested) dataclass as {dotted name: value}."""
-    out = {}
-    for name, value in vars(config).items():
-        if hasattr(value, "__dataclass_fields__"):
-            out |= dotted_fields(value, f"{prefix}{name}.")
-        else:
-            out[f"{prefix}{name}"] = value
-    return out
-
-
 def check_owned(cfg: StudyConfig) -> None:
     """A section field the grid sets for every stage must keep its default: say which study field sets it."""
     default = StudyConfig()
     for section, owned in OWNED.items():
-        given, base = dotted_fields(getattr(cfg, section)), dotted_fields(getattr(default, section))
+        given, base = leaf_values(getattr(cfg, section)), leaf_values(getattr(default, section))
         for name, owner in owned.items():
             if given[name] != base[name]:
                 raise MiniMoEError(f"{section}.{name} is set by the study, per stage, from {owner}: leave it out")
@@ -169,12 +158,12 @@ def variants(cfg: StudyConfig) -> list[tuple[str, StudyConfig, set[str]]]:
     return out
 
 
-def check(cfg: StudyConfig) -> None:
-    """The grid's settings, checked before hours of teacher fine-tuning."""
+def check(cfg: StudyConfig) -> list[tuple[str, StudyConfig, set[str]]]:
+    """The grid's settings, checked before hours of teacher fine-tuning; its `variants`."""
     for size in cfg.sizes:
         parse_size(size)
     for name in ("teachers", "sizes", "experts", "seeds", "tasks"):
         if not getattr(cfg, name):
             raise MiniMoEError(f"{name} needs at least one value")
     check_owned(cfg)
-    variants(cfg)
+    return variants(cfg)

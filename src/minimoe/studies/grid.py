@@ -24,7 +24,7 @@ from minimoe.files import atomic_write_text
 from minimoe.flops import count_flops, count_parameters
 from minimoe.latency import measure_latencies
 from minimoe.recipe import dump_recipe
-from minimoe.studies.config import MOE_ONLY, StudyConfig, check, parse_size, variants
+from minimoe.studies.config import MOE_ONLY, StudyConfig, check, parse_size
 from minimoe.studies.results import REPORT_FILES, StudyResults, write_report
 from minimoe.studies.statistics import (
     ablation_differences,
@@ -94,7 +94,7 @@ class Study:
     """The stages of a `StudyConfig` in run order, with the teachers and students they make up."""
 
     def __init__(self, cfg: StudyConfig):
-        check(cfg)
+        grid_variants = check(cfg)
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         state = PartialState(cpu=not torch.cuda.is_available())  # the processes of an `accelerate launch`, if any
         self.processes, self.is_main = state.num_processes, state.is_main_process
@@ -103,7 +103,7 @@ class Study:
         self.students: list[Student] = []
         for teacher in cfg.teachers:
             self.teachers[teacher] = {task: self.add_teacher(teacher, task) for task in cfg.tasks}
-            for variant, vcfg, overrides in variants(cfg):
+            for variant, vcfg, overrides in grid_variants:
                 for size, experts in itertools.product(cfg.sizes, cfg.experts):
                     own = bool(variant) and (experts > 1 or not overrides <= MOE_ONLY)  # else the base student
                     self.students.append(self.add_student(teacher, variant, vcfg if own else cfg, size, experts, own))
@@ -314,8 +314,9 @@ class Study:
         benchmarks measure), so a busy moment of the machine does not land on one model only. Kept in latency.json,
         keyed by the models' weights, so a rerun reports the same figures until a model changes."""
         cache, key = self.out / "latency.json", content_key(dirs, [weights_stamp(d) for d in dirs])
-        if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
-            return json.loads(cache.read_text())["ms"]
+        kept = json.loads(cache.read_text()) if cache.is_file() else {}
+        if kept.get("key") == key:
+            return kept["ms"]
         models = [load_pretrained(AutoModelForSequenceClassification, d) for d in dirs]
         seq = min(128, *(m.config.max_position_embeddings for m in models))
         ms = measure_latencies(models, 32, seq, repeats=7)
